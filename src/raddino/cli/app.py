@@ -1,0 +1,52 @@
+"""The Typer application that sub-command modules register on, and shared option helpers."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from raddino import __version__
+
+app = typer.Typer(
+    name="raddino",
+    help="RAD-DINO for your own chest X-rays: prepare, pre-train, export, embed and evaluate encoders.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    str | None, typer.Option("--config", "-c", help="YAML file with this command's settings.")
+]
+OverrideOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Dotted override, e.g. --set batch_size=64 (repeatable)."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"raddino {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``message`` to stderr and return an Exit to raise (``raise fail(...)``)."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)

@@ -1,0 +1,178 @@
+"""The one manifest format: a CSV with a ``path`` column, accepted by every command in place of a folder.
+
+Optional columns with a fixed meaning: ``id`` (unique per row; defaults to the path relative to the
+manifest's folder, without extension), ``subject_id``, ``split`` (``train``/``val``/``test``), ``view``;
+any other column is a label, metadata or a mask path, read as text. Relative paths are resolved against
+the manifest's folder, so a dataset folder with its manifest can be moved as a whole.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from raddino.io.atomic import atomic_open
+
+IMAGE_EXTENSIONS = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+RESERVED_COLUMNS = ("path", "id", "subject_id", "split", "view")
+
+
+class ManifestError(ValueError):
+    """A manifest file is unreadable or lacks a required column; the message names the file."""
+
+
+@dataclass
+class Manifest:
+    """Rows of a manifest, each a ``{column: text}`` dict, plus where they came from.
+
+    Attributes:
+        rows: One dict per image; every row has ``path`` and ``id``.
+        columns: Column names in file order (``id`` included even when it was derived).
+        root: Folder that relative ``path`` values are resolved against.
+        source: The CSV file, or the folder that was scanned.
+    """
+
+    rows: list[dict[str, str]]
+    columns: list[str]
+    root: Path
+    source: Path | None = None
+    _ids: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def resolve(self, row: Mapping[str, str], column: str = "path") -> Path:
+        """The absolute path in ``row[column]`` (relative values are taken from the manifest's folder)."""
+        value = Path(row[column])
+        return value if value.is_absolute() else self.root / value
+
+    def paths(self) -> list[Path]:
+        """Absolute image paths, in row order."""
+        return [self.resolve(row) for row in self.rows]
+
+    def ids(self) -> list[str]:
+        """Row ids, in row order."""
+        return [row["id"] for row in self.rows]
+
+    def column(self, name: str) -> list[str]:
+        """All values of one column; raises ``ManifestError`` naming the column when it is absent."""
+        if name not in self.columns:
+            raise ManifestError(f"{self.source}: no column '{name}' (columns: {', '.join(self.columns)})")
+        return [row.get(name, "") for row in self.rows]
+
+
+def default_id(path: Path, root: Path) -> str:
+    """The id of an image without one: its path relative to ``root``, POSIX style, without extension."""
+    try:
+        relative = path.relative_to(root)
+    except ValueError:
+        relative = Path(path.name)
+    return relative.with_suffix("").as_posix()
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read a manifest CSV.
+
+    Raises:
+        ManifestError: the file cannot be read, has no ``path`` column, has an empty path, or repeats an id.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            columns = list(reader.fieldnames or [])
+            rows = [dict(row) for row in reader]
+    except OSError as error:
+        raise ManifestError(f"{path}: cannot read manifest: {error.strerror or error}") from error
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise ManifestError(f"{path}: not a valid CSV file: {error}") from error
+    if "path" not in columns:
+        raise ManifestError(f"{path}: a manifest needs a 'path' column; found columns: {columns}")
+    root = path.parent.resolve()
+    seen: dict[str, int] = {}
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        for key in list(row):
+            if key is None:  # more cells than header columns
+                raise ManifestError(f"{path}: line {number} has more values than the header has columns")
+            row[key] = row[key] if row[key] is not None else ""
+        if not row["path"].strip():
+            raise ManifestError(f"{path}: line {number} has an empty 'path'")
+        if not row.get("id"):
+            row["id"] = default_id(root / row["path"], root)
+        if row["id"] in seen:
+            raise ManifestError(
+                f"{path}: id '{row['id']}' appears on lines {seen[row['id']]} and {number}; ids must be unique"
+            )
+        seen[row["id"]] = number
+    if "id" not in columns:
+        columns.insert(1, "id")
+    return Manifest(rows=rows, columns=columns, root=root, source=path)
+
+
+def discover_images(folder: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
+    """All files under ``folder`` (recursively) whose extension is in ``extensions``, sorted.
+
+    Extension-less files are included too when ``.dcm`` is accepted, since DICOM files often have none
+    (the reader decides by content).
+    """
+    folder = Path(folder)
+    accepted = {ext.lower() for ext in extensions}
+    found = []
+    for candidate in folder.rglob("*"):
+        if not candidate.is_file() or any(part.startswith(".") for part in candidate.relative_to(folder).parts):
+            continue
+        suffix = candidate.suffix.lower()
+        if suffix in accepted or (suffix == "" and ".dcm" in accepted):
+            found.append(candidate)
+    return sorted(found)
+
+
+def manifest_from_folder(folder: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> Manifest:
+    """A manifest of every image under ``folder``, ids being relative paths without extension."""
+    root = Path(folder).resolve()
+    if not root.is_dir():
+        raise ManifestError(f"{folder}: not a folder")
+    rows = [
+        {"path": path.relative_to(root).as_posix(), "id": default_id(path, root)}
+        for path in discover_images(root, extensions)
+    ]
+    counts = Counter(row["id"] for row in rows)
+    for row in rows:  # a.png beside a.dcm would share the id "a": such ids keep their extension
+        if counts[row["id"]] > 1:
+            row["id"] = row["path"]
+    return Manifest(rows=rows, columns=["path", "id"], root=root, source=root)
+
+
+def load_inputs(source: str | Path) -> Manifest:
+    """A manifest from a CSV file or a folder of images: what every command accepts as INPUT."""
+    source = Path(source)
+    if source.is_dir():
+        return manifest_from_folder(source)
+    if source.suffix.lower() == ".csv":
+        return read_manifest(source)
+    if not source.exists():
+        raise ManifestError(f"{source}: no such file or folder")
+    raise ManifestError(f"{source}: expected a folder of images or a manifest .csv file")
+
+
+def write_manifest(
+    rows: Iterable[Mapping[str, object]], path: str | Path, columns: Sequence[str] | None = None
+) -> Path:
+    """Write rows as a manifest CSV, atomically. ``columns`` defaults to the union in first-seen order."""
+    rows = list(rows)
+    if columns is None:
+        ordered: dict[str, None] = {}
+        for row in rows:
+            ordered.update(dict.fromkeys(row))
+        columns = list(ordered)
+    if "path" not in columns:
+        raise ManifestError(f"{path}: refusing to write a manifest without a 'path' column")
+    with atomic_open(path, "w") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="raise")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: "" if value is None else value for key, value in row.items()})
+    return Path(path)
