@@ -65,12 +65,17 @@ class Manifest:
 
 
 def default_id(path: Path, root: Path) -> str:
-    """The id of an image without one: its path relative to ``root``, POSIX style, without extension."""
+    """The id of an image without one: its path relative to ``root``, POSIX style, without extension.
+
+    Only image extensions are stripped: a DICOM named by its UID (``1.2.840.113619.2.55``) keeps its name.
+    """
     try:
         relative = path.relative_to(root)
     except ValueError:
         relative = Path(path.name)
-    return relative.with_suffix("").as_posix()
+    if relative.suffix.lower() in IMAGE_EXTENSIONS:
+        relative = relative.with_suffix("")
+    return relative.as_posix()
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -104,7 +109,8 @@ def read_manifest(path: str | Path) -> Manifest:
             row["id"] = default_id(root / row["path"], root)
         if row["id"] in seen:
             raise ManifestError(
-                f"{path}: id '{row['id']}' appears on lines {seen[row['id']]} and {number}; ids must be unique"
+                f"{path}: id '{row['id']}' appears on lines {seen[row['id']]} and {number}; "
+                "ids must be unique"
             )
         seen[row["id"]] = number
     if "id" not in columns:
@@ -115,17 +121,20 @@ def read_manifest(path: str | Path) -> Manifest:
 def discover_images(folder: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
     """All files under ``folder`` (recursively) whose extension is in ``extensions``, sorted.
 
-    Extension-less files are included too when ``.dcm`` is accepted, since DICOM files often have none
-    (the reader decides by content).
+    Extension-less files, and UID-named ones whose "extension" is all digits, are included too when
+    ``.dcm`` is accepted, since DICOM files often have none (the reader decides by content).
     """
     folder = Path(folder)
     accepted = {ext.lower() for ext in extensions}
     found = []
     for candidate in folder.rglob("*"):
-        if not candidate.is_file() or any(part.startswith(".") for part in candidate.relative_to(folder).parts):
+        hidden = any(part.startswith(".") for part in candidate.relative_to(folder).parts)
+        if hidden or not candidate.is_file():
             continue
         suffix = candidate.suffix.lower()
-        if suffix in accepted or (suffix == "" and ".dcm" in accepted):
+        # DICOMs often have no extension, or a UID as name whose last component looks like one (".2831").
+        extensionless = suffix == "" or suffix[1:].isdigit()
+        if suffix in accepted or (extensionless and ".dcm" in accepted):
             found.append(candidate)
     return sorted(found)
 
