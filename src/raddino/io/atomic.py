@@ -26,6 +26,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(handle)
     temporary = Path(name)
+    # mkstemp makes the file private (0600); an output should get the permissions any new file gets.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
     try:
         yield temporary
         os.replace(temporary, target)
@@ -38,7 +42,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 def atomic_open(target: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary file for writing that replaces ``target`` when the block ends without error."""
     binary = "b" in mode
-    with atomic_path(target) as temporary, open(  # noqa: SIM117 - the file must close before the rename
+    with atomic_path(target) as temporary, open(  # the file must close before the rename
         temporary, mode, encoding=None if binary else encoding, newline=None if binary else ""
     ) as handle:
         yield handle
