@@ -14,6 +14,20 @@ from pathlib import Path
 from typing import IO
 
 
+def _umask() -> int:
+    """The process umask. Linux reports it in /proc; elsewhere it is read by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it is renamed to ``target``.
@@ -27,9 +41,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     os.close(handle)
     temporary = Path(name)
     # mkstemp makes the file private (0600); an output should get the permissions any new file gets.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
+    os.chmod(temporary, 0o666 & ~_umask())
     try:
         yield temporary
         os.replace(temporary, target)
