@@ -47,11 +47,12 @@ def test_atomic_path_gives_a_sibling_temporary_name(tmp_path: Path) -> None:
     assert not temporary.exists()
 
 
-def test_outputs_get_normal_permissions_not_private_ones(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_outputs_get_normal_permissions_not_private_ones(tmp_path: Path, umask: int, mode: int) -> None:
     # mkstemp creates 0600 files; outputs shared with a team must follow the umask like any other file.
-    previous = os.umask(0o022)
+    previous = os.umask(umask)
     try:
         target = atomic_write_text(tmp_path / "shared.csv", "path\n")
     finally:
         os.umask(previous)
-    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert stat.S_IMODE(target.stat().st_mode) == mode
