@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
+from collections import abc
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -20,6 +22,7 @@ import yaml
 from raddino.io.atomic import atomic_write_text
 
 T = TypeVar("T")
+_YAML11_MISSED_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
@@ -57,17 +60,19 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{source}: key '{key}' must be a mapping, got {value!r}")
         return _build(annotation, value, f"{key}.", source)
-    if origin in (list, tuple, typing.Sequence) or annotation in (list, tuple):
+    if origin in (list, tuple, typing.Sequence, abc.Sequence) or annotation in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{source}: key '{key}' must be a list, got {value!r}")
         args = get_args(annotation)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{source}: key '{key}' needs {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(
+                _coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
         inner = args[0] if args else Any
         items = [_coerce(v, inner, f"{key}[{i}]", source) for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        return items if origin is list or annotation is list else tuple(items)
     if origin is dict or annotation is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{source}: key '{key}' must be a mapping, got {value!r}")
@@ -81,6 +86,8 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{source}: key '{key}' must be an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str) and _YAML11_MISSED_FLOAT.fullmatch(value.strip()):
+            value = float(value)  # "1e-3": YAML 1.1 (PyYAML) reads exponents without a dot as text
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: key '{key}' must be a number, got {value!r}")
         return float(value)
@@ -144,7 +151,7 @@ def config_to_dict(config: Any) -> dict[str, Any]:
             return {k: plain(v) for k, v in value.items()}
         return value
 
-    return plain(config)  # type: ignore[no-any-return]
+    return plain(config)
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
@@ -211,10 +218,7 @@ def load_config(
     override_tree = parse_overrides(overrides)
     if override_tree:
         tree = _deep_merge(tree, override_tree)
-        if path is not None:
-            source = f"{path} + overrides"
-        else:
-            source = "overrides"
+        source = f"{path} + overrides" if path is not None else "overrides"
     return _build(cls, tree, "", source)
 
 
