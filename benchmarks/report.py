@@ -68,7 +68,9 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS_FILE) -> None:
     )
     text = path.read_text(encoding="utf-8") if path.exists() else HEADER
     pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text = (
+        pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    )
     temporary = path.with_suffix(".md.tmp")
     temporary.write_text(text, encoding="utf-8")
     temporary.replace(path)

@@ -129,7 +129,9 @@ def discover_images(folder: str | Path, extensions: Sequence[str] = IMAGE_EXTENS
     found = []
     for candidate in folder.rglob("*"):
         hidden = any(part.startswith(".") for part in candidate.relative_to(folder).parts)
-        if hidden or not candidate.is_file():
+        # A broken link is kept so the reader reports it, instead of the file silently going missing.
+        broken_link = candidate.is_symlink() and not candidate.exists()
+        if hidden or not (candidate.is_file() or broken_link):
             continue
         suffix = candidate.suffix.lower()
         # DICOMs often have no extension, or a UID as name whose last component looks like one (".2831").

@@ -1,0 +1,283 @@
+"""Embeddings at scale: CLS (+ pooled patch, patch tokens, intermediate layers) for a folder or manifest.
+
+Run under ``torchrun`` to use several GPUs: each rank embeds every ``world_size``-th pending image and rank 0
+merges the shards::
+
+    torchrun --nproc_per_node=8 -m raddino embed xrays/ --model microsoft/rad-dino --out emb.parquet
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from raddino.config import save_config
+from raddino.data.image_dataset import ManifestImageDataset, collate_images
+from raddino.data.preprocess import InferencePreprocessor, PreprocessConfig
+from raddino.distributed import DistributedContext, init_distributed
+from raddino.evaluate.embedding_store import EmbeddingStore, ShardWriter, TokensFormat
+from raddino.io.failures import FailureLog
+from raddino.io.manifest import load_inputs
+from raddino.models import Encoder, load_encoder
+
+logger = logging.getLogger(__name__)
+Precision = Literal["fp32", "fp16", "bf16"]
+
+
+@dataclass
+class EmbedConfig:
+    """Settings of ``raddino embed``."""
+
+    input: str = ""
+    """Folder of images (searched recursively) or a manifest CSV."""
+    model: str = ""
+    """Transformers folder, DINOv2-format .safetensors/.pth, ``preset:NAME``, or a hub id (downloads)."""
+    out: str = "embeddings.parquet"
+    """Output Parquet file; shards, errors and the config are written beside it."""
+    batch_size: int = 32
+    num_workers: int | None = None
+    """DataLoader workers that decode and preprocess; default: the CPU count, at most 8."""
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Precision = "fp32"
+    """fp16 / bf16 autocast on GPU (bf16 also on CPU)."""
+    patch_mean: bool = True
+    """Also store the mean of the last layer's patch tokens."""
+    patch_tokens: bool = False
+    """Store every patch token of the last layer, (h*w, D) per image, in the token shards."""
+    layers: list[int] = field(default_factory=list)
+    """Intermediate blocks (0-based, negatives count from the end) whose CLS and patch tokens to store."""
+    tokens_format: TokensFormat = "safetensors"
+    tokens_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    shard_size: int = 1024
+    """Images per shard: a crash loses at most this many."""
+    columns: list[str] = field(default_factory=list)
+    """Manifest columns to copy into the output (e.g. subject_id, split, labels)."""
+    dicom_tags: list[str] = field(default_factory=list)
+    """DICOM attributes to copy into the output; none by default since headers may hold patient data."""
+    strict: bool = False
+    """Exit non-zero when any image failed (by default only when none succeeded)."""
+    overwrite: bool = False
+    """Discard an earlier run's outputs instead of resuming it."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be at least 1, got {self.shard_size}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class EmbedSummary:
+    """What a run did; ``exit_code`` follows the ``--strict`` rule."""
+
+    total: int
+    skipped: int
+    embedded: int
+    failed: int
+    out: Path
+    errors: Path | None
+    seconds: float
+    strict: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.embedded + self.skipped == 0 and self.total > 0:
+            return 1
+        return 1 if self.strict and self.failed else 0
+
+    def __str__(self) -> str:
+        rate = self.embedded / self.seconds if self.seconds > 0 else 0.0
+        text = (
+            f"{self.total} images: {self.embedded} embedded ({rate:.1f} img/s), "
+            f"{self.skipped} already done, {self.failed} failed -> {self.out}"
+        )
+        return text + (f"; failures listed in {self.errors}" if self.failed else "")
+
+
+def preprocess_config_for(source: str) -> PreprocessConfig:
+    """The preprocessing a model ships with (its ``preprocessor_config.json``), else the release's."""
+    folder = Path(source)
+    if folder.is_dir():
+        return PreprocessConfig.from_model_folder(folder)
+    if not folder.exists() and not source.startswith("preset:") and "/" in source:
+        from huggingface_hub import hf_hub_download  # only reached for a hub id the user named
+
+        try:
+            path = hf_hub_download(source, "preprocessor_config.json")
+            return PreprocessConfig.from_model_folder(Path(path).parent)
+        except Exception as error:
+            logger.warning(
+                "%s: no preprocessor_config.json (%s); using RAD-DINO's preprocessing", source, error
+            )
+    return PreprocessConfig()
+
+
+def _autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[None]:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _encode(encoder: Encoder, pixels: torch.Tensor, config: EmbedConfig) -> tuple[dict, dict]:
+    """Vectors (B, D) and token tensors for one batch of preprocessed pixels (B, 3, H, W)."""
+    token_dtype = getattr(torch, config.tokens_dtype)
+    tokens: dict[str, torch.Tensor] = {}
+    if config.layers:
+        *intermediate, last = encoder.forward_intermediates(pixels, [*config.layers, -1])
+        for layer, features in zip(config.layers, intermediate, strict=False):
+            tokens[f"layer{layer}_cls"] = features.cls.to(token_dtype)
+            tokens[f"layer{layer}_patch_tokens"] = (
+                features.patch_tokens.flatten(2).transpose(1, 2).to(token_dtype)
+            )
+    else:
+        last = encoder.forward_features(pixels)
+    vectors = {"cls": last.cls}  # (B, D)
+    if config.patch_mean:
+        vectors["patch_mean"] = last.patch_tokens.float().mean(dim=(2, 3))  # (B, D)
+    if config.patch_tokens:
+        tokens["patch_tokens"] = last.patch_tokens.flatten(2).transpose(1, 2).to(token_dtype)  # (B, h*w, D)
+    return vectors, tokens
+
+
+def _default_workers() -> int:
+    return min(8, os.cpu_count() or 1)
+
+
+def embed(config: EmbedConfig, context: DistributedContext | None = None) -> EmbedSummary:
+    """Embed every image of ``config.input`` with ``config.model``; resumes an interrupted run.
+
+    Returns:
+        The summary; per-image failures are in ``summary.errors`` and never stop the run.
+    """
+    started = time.perf_counter()
+    context = context or init_distributed(config.device)
+    manifest = load_inputs(config.input)
+    for column in config.columns:
+        manifest.column(column)  # raises, naming the column, before any work is done
+    store = EmbeddingStore(config.out)
+    preprocess = preprocess_config_for(config.model)
+    model_id = str(Path(config.model).resolve()) if Path(config.model).exists() else config.model
+    settings = {
+        "model": model_id,
+        "preprocess": preprocess.to_dict(),
+        "precision": config.precision,
+        "patch_mean": config.patch_mean,
+        "patch_tokens": config.patch_tokens,
+        "layers": list(config.layers),
+        "tokens_dtype": config.tokens_dtype,
+        "tokens_format": config.tokens_format,
+        "columns": list(config.columns),
+        "dicom_tags": list(config.dicom_tags),
+    }
+    if context.is_main:
+        if config.overwrite:
+            store.clear()
+        store.check_settings(settings)
+        store.clear_attempt_errors()
+    context.barrier()
+
+    done = store.done_ids()
+    pending = [index for index, row in enumerate(manifest.rows) if row["id"] not in done]
+    mine = pending[context.rank :: context.world_size]
+    encoder = load_encoder(config.model).to(context.device).eval()
+    dataset = ManifestImageDataset(
+        [manifest.resolve(manifest.rows[i]) for i in mine],
+        InferencePreprocessor(preprocess),
+        indices=mine,
+        dicom_tags=config.dicom_tags,
+    )
+    workers = _default_workers() if config.num_workers is None else config.num_workers
+    loader = DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        num_workers=workers,
+        collate_fn=collate_images,
+        pin_memory=context.device.type == "cuda",
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    failures = FailureLog(store.shards_dir / f"errors-r{context.rank:03d}.csv")
+    writer = ShardWriter(store, config.tokens_format, max_rows=config.shard_size)
+    if context.is_main:
+        logger.info(
+            "%d images, %d already embedded, %d to do on %d process(es); model %s on %s",
+            len(manifest),
+            len(done),
+            len(pending),
+            context.world_size,
+            config.model,
+            context.device,
+        )
+    progress = tqdm(
+        total=len(mine), unit="img", desc="embed", disable=not context.is_main, dynamic_ncols=True
+    )
+    with torch.inference_mode(), _autocast(context.device, config.precision):
+        for batch in loader:
+            for failure in batch.failures:
+                failures.record(failure.path, failure.error or "unknown error", stage="read")
+            if batch.indices:
+                pixels = batch.pixels.to(context.device, non_blocking=True)
+                vectors, tokens = _encode(encoder, pixels, config)
+                rows = [manifest.rows[i] for i in batch.indices]
+                extras = [
+                    {**{column: row.get(column, "") for column in config.columns}, **extra}
+                    for row, extra in zip(rows, batch.extras, strict=False)
+                ]
+                writer.add(
+                    [row["id"] for row in rows], [row["path"] for row in rows], vectors, tokens, extras
+                )
+            progress.update(len(batch.indices) + len(batch.failures))
+            progress.set_postfix(failed=failures.count, refresh=False)
+    writer.flush()
+    progress.close()
+    context.barrier()
+
+    return _finish(config, context, store, len(manifest), len(done), writer, failures, started)
+
+
+def _finish(
+    config: EmbedConfig,
+    context: DistributedContext,
+    store: EmbeddingStore,
+    total: int,
+    skipped: int,
+    writer: ShardWriter,
+    failures: FailureLog,
+    started: float,
+) -> EmbedSummary:
+    embedded, failed = writer.rows_written, failures.count
+    if context.is_distributed:
+        import torch.distributed as dist
+
+        counts = torch.tensor([embedded, failed], dtype=torch.int64)
+        if context.device.type == "cuda":
+            counts = counts.to(context.device)
+        dist.all_reduce(counts)
+        embedded, failed = (int(value) for value in counts.tolist())
+    if context.is_main:
+        store.merge()
+        save_config(config, store.config_path)
+    context.barrier()
+    return EmbedSummary(
+        total=total,
+        skipped=skipped,
+        embedded=embedded,
+        failed=failed,
+        out=store.out,
+        errors=store.errors_path if failed else None,
+        seconds=time.perf_counter() - started,
+        strict=config.strict,
+    )

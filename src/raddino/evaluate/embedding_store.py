@@ -1,0 +1,248 @@
+"""On-disk layout of an embeddings run, written in shards so runs resume and memory stays flat.
+
+For ``--out emb.parquet`` the run keeps, beside it:
+
+- ``emb_shards/part-<tag>-<seq>.parquet``: one row per embedded image (``id``, ``path``, ``cls``,
+  optionally ``patch_mean``, ``tokens_file``, ``tokens_row``, asked-for extra columns). Written last for a
+  shard, atomically, so its presence means the shard is complete; a rerun skips the ids it holds.
+- ``emb_shards/tokens-<tag>-<seq>.safetensors`` (or a ``.npz``): patch tokens and intermediate layers of
+  the same rows, when asked.
+- ``emb_shards/run.json``: the settings that decide the numbers (model, preprocessing, layers); a rerun
+  with other settings is refused instead of mixing two kinds of embeddings.
+- ``emb_shards/errors-<tag>.csv``: per-rank failures of the latest attempt, merged into ``emb_errors.csv``.
+
+``emb.parquet`` itself is rebuilt from the parts at the end of every run, streaming one part at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from safetensors.torch import load_file, save_file
+
+from raddino.io.atomic import atomic_path, atomic_write_text
+from raddino.io.failures import ERROR_COLUMNS
+
+TokensFormat = Literal["safetensors", "npz"]
+
+
+class EmbeddingStoreError(RuntimeError):
+    """The output folder holds a run that cannot be resumed with these settings."""
+
+
+class EmbeddingStore:
+    """Paths and bookkeeping of one embeddings output (see the module docstring)."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        if self.out.suffix != ".parquet":
+            raise EmbeddingStoreError(f"{self.out}: the embeddings output must be a .parquet file")
+        self.shards_dir = self.out.with_name(self.out.stem + "_shards")
+        self.errors_path = self.out.with_name(self.out.stem + "_errors.csv")
+        self.config_path = self.out.with_name(self.out.stem + "_config.yaml")
+        self.run_file = self.shards_dir / "run.json"
+
+    def clear(self) -> None:
+        """Remove every output of an earlier run (``--overwrite``)."""
+        shutil.rmtree(self.shards_dir, ignore_errors=True)
+        for path in (self.out, self.errors_path, self.config_path):
+            path.unlink(missing_ok=True)
+
+    def part_files(self) -> list[Path]:
+        return sorted(self.shards_dir.glob("part-*.parquet"))
+
+    def check_settings(self, settings: Mapping[str, Any]) -> None:
+        """Record ``settings`` for a new run, or refuse to resume a run made with different ones."""
+        plain = json.loads(json.dumps(settings))
+        if self.run_file.exists():
+            previous = json.loads(self.run_file.read_text(encoding="utf-8"))
+            changed = sorted(key for key in set(previous) | set(plain) if previous.get(key) != plain.get(key))
+            if changed and self.part_files():
+                details = "; ".join(f"{key}: {previous.get(key)!r} -> {plain.get(key)!r}" for key in changed)
+                raise EmbeddingStoreError(
+                    f"{self.shards_dir}: an earlier run used other settings ({details}); "
+                    "rerun with --overwrite to start afresh, or choose another --out"
+                )
+        self.shards_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_file, json.dumps(plain, indent=2, sort_keys=True))
+
+    def done_ids(self) -> set[str]:
+        """Ids already embedded by earlier (complete) shards."""
+        done: set[str] = set()
+        for part in self.part_files():
+            done.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
+        return done
+
+    def clear_attempt_errors(self) -> None:
+        """Forget the failures of earlier attempts: a rerun retries those files."""
+        for path in self.shards_dir.glob("errors-*.csv"):
+            path.unlink()
+
+    def merge(self) -> int:
+        """Rebuild ``out`` from the parts, streaming, each id once; returns the number of rows."""
+        parts = self.part_files()
+        seen: set[str] = set()
+        rows = 0
+        with atomic_path(self.out) as temporary:
+            writer: pq.ParquetWriter | None = None
+            try:
+                for part in parts:
+                    table = pq.read_table(part)
+                    ids = table.column("id").to_pylist()
+                    keep = [i for i, row_id in enumerate(ids) if row_id not in seen]
+                    seen.update(ids)
+                    if len(keep) != len(ids):
+                        table = table.take(pa.array(keep, type=pa.int64()))
+                    if writer is None:
+                        writer = pq.ParquetWriter(temporary, table.schema)
+                    elif table.schema != writer.schema:
+                        table = table.cast(writer.schema)
+                    writer.write_table(table)
+                    rows += table.num_rows
+                if writer is None:  # nothing embedded: still write a valid, empty file
+                    pq.write_table(pa.table({"id": pa.array([], pa.string())}), temporary)
+            finally:
+                if writer is not None:
+                    writer.close()
+        self._merge_errors()
+        return rows
+
+    def _merge_errors(self) -> None:
+        lines: list[str] = []
+        for path in sorted(self.shards_dir.glob("errors-*.csv")):
+            lines.extend(path.read_text(encoding="utf-8").splitlines()[1:])
+        if lines:
+            atomic_write_text(self.errors_path, ",".join(ERROR_COLUMNS) + "\n" + "\n".join(lines) + "\n")
+        else:
+            self.errors_path.unlink(missing_ok=True)
+
+
+class ShardWriter:
+    """Buffers embedded rows and writes them as complete shards.
+
+    Args:
+        store: Where the shards go.
+        tokens_format: File format of token tensors.
+        max_rows: Rows per shard.
+        max_token_bytes: Flush earlier when buffered token tensors exceed this, so memory stays bounded.
+    """
+
+    def __init__(
+        self,
+        store: EmbeddingStore,
+        tokens_format: TokensFormat = "safetensors",
+        max_rows: int = 1024,
+        max_token_bytes: int = 256 * 2**20,
+    ) -> None:
+        self.store = store
+        self.tokens_format = tokens_format
+        self.max_rows = max_rows
+        self.max_token_bytes = max_token_bytes
+        self.tag = uuid.uuid4().hex[:8]  # unique per process and attempt: parts never overwrite each other
+        self.sequence = 0
+        self.rows_written = 0
+        self._columns: dict[str, list[Any]] = {}
+        self._tokens: dict[str, list[torch.Tensor]] = {}
+        self._token_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._columns.get("id", []))
+
+    def add(
+        self,
+        ids: Sequence[str],
+        paths: Sequence[str],
+        vectors: Mapping[str, torch.Tensor],
+        tokens: Mapping[str, torch.Tensor] | None = None,
+        extras: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        """Add a batch: ``vectors`` are (B, D) per column (``cls``, ``patch_mean``); ``tokens`` (B, ...)."""
+        self._columns.setdefault("id", []).extend(ids)
+        self._columns.setdefault("path", []).extend(paths)
+        for name, values in vectors.items():
+            self._columns.setdefault(name, []).extend(values.float().cpu().numpy())
+        for extra in extras:
+            for key, value in extra.items():
+                self._columns.setdefault(key, []).append(value)
+        for name, tensor in (tokens or {}).items():
+            tensor = tensor.cpu().contiguous()
+            self._tokens.setdefault(name, []).append(tensor)
+            self._token_bytes += tensor.numel() * tensor.element_size()
+        if len(self) >= self.max_rows or self._token_bytes >= self.max_token_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows as one shard (tokens first, the parquet part last, both atomic)."""
+        count = len(self)
+        if count == 0:
+            return
+        stem = f"{self.tag}-{self.sequence:05d}"
+        columns: dict[str, Any] = {}
+        if self._tokens:
+            tokens_name = f"tokens-{stem}.{self.tokens_format}"
+            self._write_tokens(self.store.shards_dir / tokens_name)
+            columns["tokens_file"] = pa.array([tokens_name] * count, pa.string())
+            columns["tokens_row"] = pa.array(np.arange(count, dtype=np.int32))
+        table_columns: dict[str, Any] = {}
+        for name, values in self._columns.items():
+            if len(values) != count:
+                raise ValueError(f"column '{name}' has {len(values)} values for {count} rows")
+            if values and isinstance(values[0], np.ndarray):
+                matrix = np.stack(values).astype(np.float32)  # (count, D)
+                flat = pa.array(matrix.reshape(-1))
+                table_columns[name] = pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
+            else:
+                table_columns[name] = pa.array([str(value) for value in values], pa.string())
+        table_columns.update(columns)
+        with atomic_path(self.store.shards_dir / f"part-{stem}.parquet") as temporary:
+            pq.write_table(pa.table(table_columns), temporary)
+        self.rows_written += count
+        self.sequence += 1
+        self._columns = {}
+        self._tokens = {}
+        self._token_bytes = 0
+
+    def _write_tokens(self, path: Path) -> None:
+        stacked = {name: torch.cat(parts) for name, parts in self._tokens.items()}
+        with atomic_path(path) as temporary:
+            if self.tokens_format == "safetensors":
+                save_file(stacked, str(temporary))
+            else:
+                arrays: dict[str, Any] = {name: tensor.numpy() for name, tensor in stacked.items()}
+                with open(temporary, "wb") as handle:
+                    np.savez(handle, **arrays)
+
+
+def read_embeddings(path: str | Path, column: str = "cls") -> tuple[list[str], np.ndarray]:
+    """Ids and one vector column of an embeddings Parquet file, as an (N, D) float32 array."""
+    table = pq.read_table(path, columns=["id", column])
+    ids = table.column("id").to_pylist()
+    values = table.column(column).combine_chunks()
+    width = values.type.list_size
+    matrix = values.flatten().to_numpy(zero_copy_only=False).reshape(-1, width).astype(np.float32)
+    return ids, matrix
+
+
+def read_tokens(path: str | Path, row_id: str, name: str = "patch_tokens") -> torch.Tensor:
+    """The token tensor ``name`` of one embedded image (e.g. (h*w, D) patch tokens)."""
+    path = Path(path)
+    table = pq.read_table(path, columns=["id", "tokens_file", "tokens_row"])
+    ids = table.column("id").to_pylist()
+    if row_id not in ids:
+        raise KeyError(f"{path}: no embedded image with id '{row_id}'")
+    position = ids.index(row_id)
+    tokens_file = path.with_name(path.stem + "_shards") / table.column("tokens_file")[position].as_py()
+    row = table.column("tokens_row")[position].as_py()
+    if tokens_file.suffix == ".safetensors":
+        return load_file(str(tokens_file))[name][row]
+    with np.load(tokens_file) as archive:
+        return torch.from_numpy(archive[name][row])
