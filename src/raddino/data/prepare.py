@@ -1,0 +1,380 @@
+"""``prepare_images``: raw DICOMs (or PNG/JPEG/TIFF) → the release's training PNGs, in parallel, resumable.
+
+The RAD-DINO release prepared its pre-training data this way (paper, Methods): every image resized with
+B-spline interpolation so that its shorter side is 518 px, min-max scaled to [0, 255], saved as 8-bit
+PNG. Here the resampling is ``scipy.ndimage.zoom(order=3)``: an interpolating cubic B-spline (the image
+is spline-prefiltered, so a constant stays constant and a smooth ramp is reproduced), aligned on pixel
+extents (``grid_mode=True``, as SimpleITK and Pillow resample) with half-sample symmetric borders. Like
+the release, no anti-alias blur is added before down-sampling. The spline overshoots near sharp edges,
+which is why the min-max scaling comes after the resize.
+
+Outputs keep the input's relative folder layout (``OUT/<relative path>.png``), are written atomically
+(so an existing output is complete and a rerun skips it), failures go to ``OUT/errors.csv`` and the run
+goes on, and ``OUT/manifest.csv`` lists what is there (output path, id, the input manifest's other
+columns). No DICOM header value is written anywhere: PNGs carry pixels only.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+import numpy as np
+from scipy import ndimage
+from tqdm import tqdm
+
+from raddino.config import save_config
+from raddino.io.dicom import VoiMode
+from raddino.io.errors import ImageReadError
+from raddino.io.failures import FailureLog
+from raddino.io.images import read_image
+from raddino.io.manifest import IMAGE_EXTENSIONS, Manifest, load_inputs, write_manifest
+from raddino.io.png import write_png
+
+RELEASE_SIZE = 518  # shorter side of the release's training PNGs and of the encoder's input
+
+
+@dataclass
+class PrepareConfig:
+    """Settings of ``raddino prepare``; saved as ``OUT/prepare.yaml``.
+
+    Attributes:
+        size: Shorter side of the outputs in pixels (518, the release's); ``None`` keeps the size.
+        bits: 8 (the release's PNGs) or 16 (keeps more of a DICOM's depth).
+        workers: Worker processes; ``None`` uses every CPU core, 1 runs in this process.
+        overwrite: Rewrite outputs that exist instead of skipping them.
+        voi: DICOM VOI LUT / windowing: ``"auto"`` (when present), ``true`` (required), ``false`` (never).
+        max_pixels: Decompression-bomb limit in pixels; ``None`` for the reader's default, 0 for none.
+    """
+
+    size: int | None = RELEASE_SIZE
+    bits: Literal[8, 16] = 8
+    workers: int | None = None
+    overwrite: bool = False
+    voi: bool | Literal["auto"] = "auto"
+    max_pixels: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.size is not None and self.size < 1:
+            raise ValueError(f"size must be a positive number of pixels or null, got {self.size}")
+        if self.bits not in (8, 16):
+            raise ValueError(f"bits must be 8 or 16, got {self.bits}")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class PrepareSummary:
+    """What a ``prepare_images`` run did.
+
+    Attributes:
+        total: Images in the input.
+        written: Outputs written by this run.
+        skipped: Outputs that already existed and were kept (a resumed run).
+        failed: Inputs that could not be prepared; listed with reasons in ``errors_path``.
+        out_dir: The output folder.
+        manifest_path: ``OUT/manifest.csv``, the outputs that exist (written + skipped).
+        errors_path: ``OUT/errors.csv`` (absent when nothing failed).
+        seconds: Wall time of the run.
+    """
+
+    total: int
+    written: int
+    skipped: int
+    failed: int
+    out_dir: Path
+    manifest_path: Path
+    errors_path: Path
+    seconds: float
+
+    @property
+    def succeeded(self) -> int:
+        """Inputs whose output exists now."""
+        return self.written + self.skipped
+
+    def line(self) -> str:
+        """One human-readable summary line."""
+        rate = self.written / self.seconds if self.seconds > 0 else 0.0
+        text = (
+            f"prepared {self.written} image(s), {self.skipped} already done, {self.failed} failed, "
+            f"of {self.total} in {self.seconds:.1f} s ({rate:.2f} images/s) → {self.out_dir}"
+        )
+        return text + (f"; reasons in {self.errors_path}" if self.failed else "")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (the affinity mask, which containers and ``taskset`` narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def resize_shorter_side(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Resize so the shorter side is exactly ``size``, with cubic B-spline interpolation.
+
+    Args:
+        pixels: (H, W) floats.
+        size: Target length of the shorter side; the longer side keeps the aspect ratio (rounded).
+
+    Returns:
+        (h, w) float32 with ``min(h, w) == size``; values may overshoot the input's range slightly.
+    """
+    height, width = pixels.shape
+    scale = size / min(height, width)
+    out_height = size if height <= width else max(size, round(height * scale))
+    out_width = size if width < height else max(size, round(width * scale))
+    if (out_height, out_width) == (height, width):
+        return pixels.astype(np.float32, copy=False)
+    # zoom's output shape is round(input * factor): factors of out/in give exactly (out_height, out_width).
+    resized = ndimage.zoom(
+        pixels.astype(np.float32, copy=False),
+        (out_height / height, out_width / width),
+        order=3,
+        mode="reflect",
+        grid_mode=True,
+    )  # (out_height, out_width)
+    assert resized.shape == (out_height, out_width), (resized.shape, out_height, out_width)
+    return resized
+
+
+def release_training_pixels(pixels: np.ndarray, size: int | None = RELEASE_SIZE) -> np.ndarray:
+    """The release's training-image transform on a float image: resize (B-spline), then min-max to [0, 1].
+
+    Args:
+        pixels: (H, W) floats, e.g. ``read_image(path).pixels``.
+        size: Shorter side of the result; ``None`` keeps the size.
+
+    Returns:
+        (h, w) float32 whose minimum is exactly 0 and maximum exactly 1.
+    """
+    resized = pixels.astype(np.float32, copy=False) if size is None else resize_shorter_side(pixels, size)
+    low, high = float(resized.min()), float(resized.max())
+    if high <= low:
+        raise ValueError("image is uniform after resizing")
+    return (resized - np.float32(low)) / np.float32(high - low)
+
+
+@dataclass(frozen=True)
+class _Task:
+    index: int
+    source: str
+    target: str
+    size: int | None
+    bits: Literal[8, 16]
+    voi: VoiMode
+    max_pixels: int | None
+
+
+def _prepare_one(task: _Task) -> tuple[int, str | None, str]:
+    """Worker body: returns ``(index, stage, reason)``, stage ``None`` on success; never raises."""
+    try:
+        image = read_image(task.source, voi=task.voi, max_pixels=task.max_pixels)
+    except ImageReadError as error:
+        return task.index, "read", error.reason
+    except Exception as error:  # a decoder bug must not end the run
+        return task.index, "read", f"{type(error).__name__}: {error}"
+    try:
+        write_png(task.target, release_training_pixels(image.pixels, task.size), bits=task.bits)
+    except Exception as error:  # disk full, permissions, out of memory...
+        return task.index, "write", f"{type(error).__name__}: {error}"
+    return task.index, None, ""
+
+
+def output_names(manifest: Manifest) -> list[PurePosixPath]:
+    """Where each row's PNG goes, relative to OUT: its relative input path with ``.png``.
+
+    A known image extension is replaced (``a/b.dcm`` → ``a/b.png``), anything else is kept and ``.png``
+    appended (``1.2.840.113619.2.55`` → ``1.2.840.113619.2.55.png``, since DICOM names are often UIDs).
+    Rows whose path lies outside the manifest's folder use their id instead. Rows that would collide
+    (``a.png`` beside ``a.dcm``) keep their extension: ``a.png.png``, ``a.dcm.png``.
+
+    Raises:
+        ValueError: two rows still map to the same output.
+    """
+    relatives = []
+    for row in manifest.rows:
+        raw = PurePosixPath(row["path"].replace("\\", "/"))
+        if raw.is_absolute():
+            try:
+                raw = PurePosixPath(Path(raw).relative_to(manifest.root).as_posix())
+            except ValueError:
+                raw = PurePosixPath(row["id"])
+        if raw.is_absolute() or ".." in raw.parts:
+            raw = PurePosixPath(*[part for part in PurePosixPath(row["id"]).parts if part not in ("/", "..")])
+        relatives.append(raw)
+
+    def png_name(relative: PurePosixPath, keep_extension: bool) -> PurePosixPath:
+        if relative.suffix.lower() in IMAGE_EXTENSIONS and not keep_extension:
+            return relative.with_suffix(".png")
+        return relative.with_name(relative.name + ".png")
+
+    names = [png_name(relative, keep_extension=False) for relative in relatives]
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name.as_posix().lower()] = counts.get(name.as_posix().lower(), 0) + 1
+    names = [
+        png_name(relative, keep_extension=True) if counts[name.as_posix().lower()] > 1 else name
+        for relative, name in zip(relatives, names, strict=True)
+    ]
+    seen: dict[str, str] = {}
+    for row, name in zip(manifest.rows, names, strict=True):
+        key = name.as_posix().lower()  # case-insensitive file systems would merge these too
+        if key in seen:
+            raise ValueError(f"inputs '{seen[key]}' and '{row['path']}' would both be written to {name}")
+        seen[key] = row["path"]
+    return names
+
+
+Result = tuple[int, str | None, str]
+_DIED = "worker process died while preparing this file (a decoder crash or out of memory)"
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    methods = multiprocessing.get_all_start_methods()
+    # forkserver/spawn: workers never inherit a parent's threads (torch, BLAS) mid-lock, as fork can.
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
+def _run_isolated(task: _Task, work: Callable[[_Task], Result]) -> Result:
+    """Run one task alone in a fresh process, so a crash is pinned on the file that caused it."""
+    with _pool(1) as executor:
+        try:
+            return executor.submit(work, task).result()
+        except BrokenProcessPool:
+            return task.index, "read", _DIED
+
+
+def _run_parallel(
+    tasks: list[_Task], workers: int, work: Callable[[_Task], Result] = _prepare_one
+) -> Iterator[Result]:
+    """Yield each task's result as workers finish it, at most ``4 × workers`` in flight (flat memory).
+
+    When a worker dies, the pool is replaced; the files that were in flight are retried one by one in
+    their own process, so only the file that kills its process is reported, and the run goes on.
+    """
+    pending = iter(tasks)
+    executor = _pool(workers)
+    in_flight: dict[Future[Result], _Task] = {}
+    try:
+        while True:
+            while len(in_flight) < 4 * workers and (task := next(pending, None)) is not None:
+                in_flight[executor.submit(work, task)] = task
+            if not in_flight:
+                return
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            if not any(isinstance(future.exception(), BrokenProcessPool) for future in done):
+                for future in done:
+                    in_flight.pop(future)
+                    yield future.result()
+                continue
+            executor.shutdown(wait=True, cancel_futures=True)  # every future is now settled
+            for future, task in in_flight.items():
+                finished = future.done() and not future.cancelled() and future.exception() is None
+                yield future.result() if finished else _run_isolated(task, work)
+            in_flight.clear()
+            executor = _pool(workers)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def prepare_images(
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    size: int | None = RELEASE_SIZE,
+    bits: Literal[8, 16] = 8,
+    workers: int | None = None,
+    overwrite: bool = False,
+    voi: VoiMode = "auto",
+    max_pixels: int | None = None,
+    progress: bool = True,
+) -> PrepareSummary:
+    """Turn a folder or manifest of X-rays into the release's training PNGs.
+
+    Args:
+        source: A folder (searched recursively) or a manifest CSV (see ``raddino.io.manifest``).
+        out_dir: Output folder; PNGs keep the input's relative layout, plus ``manifest.csv``,
+            ``errors.csv`` (when something failed) and ``prepare.yaml`` (the settings).
+        size: Shorter side of the outputs (518 as in the release); ``None`` keeps each image's size.
+        bits: 8 (the release) or 16 bits per pixel.
+        workers: Worker processes; ``None`` uses all CPU cores, 1 works in this process.
+        overwrite: Rewrite existing outputs; by default they are kept, so an interrupted run resumes.
+        voi: DICOM VOI LUT / window rule, as in ``read_image``.
+        max_pixels: Decompression-bomb limit, as in ``read_image``.
+        progress: Show a progress bar (rate and ETA).
+
+    Returns:
+        Counts of written, skipped and failed images, and where the manifest and errors are.
+
+    Raises:
+        raddino.io.manifest.ManifestError: ``source`` is neither a folder nor a readable manifest.
+        ValueError: invalid settings, or two inputs would be written to the same output.
+    """
+    started = time.perf_counter()
+    config = PrepareConfig(
+        size=size, bits=bits, workers=workers, overwrite=overwrite, voi=voi, max_pixels=max_pixels
+    )
+    manifest = load_inputs(source)
+    out = Path(out_dir)
+    names = output_names(manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "prepare.yaml")
+    failures = FailureLog(out / "errors.csv")
+    failures.reset()  # every failed input is retried below, so old reasons would only be stale copies
+    done = [False] * len(names)
+    tasks = []
+    for index, (row, name) in enumerate(zip(manifest.rows, names, strict=True)):
+        target = out / name
+        if target.is_file() and not overwrite:
+            done[index] = True
+            continue
+        tasks.append(_Task(index, str(manifest.resolve(row)), str(target), size, bits, voi, max_pixels))
+    skipped = sum(done)
+    worker_count = min(config.workers or available_cores(), max(1, len(tasks)))
+    results = map(_prepare_one, tasks) if worker_count == 1 else _run_parallel(tasks, worker_count)
+    sources = {task.index: task.source for task in tasks}
+    written = 0
+    bar = tqdm(total=len(tasks), unit="img", desc="prepare", disable=not progress, dynamic_ncols=True)
+    try:
+        for index, stage, reason in results:
+            if stage is None:
+                done[index] = True
+                written += 1
+            else:
+                failures.record(sources[index], reason, stage=stage)
+            bar.update(1)
+    finally:
+        bar.close()
+        _write_output_manifest(manifest, names, done, out / "manifest.csv")
+    return PrepareSummary(
+        total=len(names),
+        written=written,
+        skipped=skipped,
+        failed=failures.count,
+        out_dir=out,
+        manifest_path=out / "manifest.csv",
+        errors_path=failures.path,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _write_output_manifest(
+    manifest: Manifest, names: list[PurePosixPath], done: list[bool], path: Path
+) -> None:
+    """Rows for the outputs that exist, in input order, input columns carried over (even on interrupt)."""
+    carried = [column for column in manifest.columns if column not in ("path", "id")]
+    rows = [
+        {"path": name.as_posix(), "id": row["id"], **{column: row.get(column, "") for column in carried}}
+        for row, name, ok in zip(manifest.rows, names, done, strict=True)
+        if ok
+    ]
+    write_manifest(rows, path, columns=["path", "id", *carried])
