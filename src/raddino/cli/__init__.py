@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "raddino.cli.phantoms",
     "raddino.cli.manifest",
     "raddino.cli.demo",
+    "raddino.cli.evaluate",
 )
 
 for _module in COMMAND_MODULES:

@@ -1,0 +1,101 @@
+"""Evaluation sub-commands (``probe``, ``knn``, ``search``, ``metadata``, ``segment``, ``compare``): thin
+layers over :mod:`raddino.evaluate`, each with ``--config`` and ``--set key=value``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from raddino.cli.app import ConfigOption, OverrideOption, app, fail
+from raddino.config import ConfigError, load_config
+
+T = TypeVar("T")
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", help="Encoder: transformers folder, DINOv2 .safetensors/.pth, preset:NAME or hub id."
+    ),
+]
+EmbeddingsOption = Annotated[
+    str | None, typer.Option("--embeddings", help="Existing embeddings .parquet to use instead of --model.")
+]
+OutOption = Annotated[str | None, typer.Option("--out", "-o", help="Output folder.")]
+CacheOption = Annotated[
+    str | None, typer.Option("--cache-dir", help="Feature cache folder (shared between runs).")
+]
+DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")]
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from raddino.evaluate.embedding_store import EmbeddingStoreError
+    from raddino.io.manifest import ManifestError
+
+    return (ManifestError, EmbeddingStoreError, ValueError, FileNotFoundError, OSError, KeyError)
+
+
+def _run(
+    cls: type[T],
+    config: str | None,
+    overrides: list[str] | None,
+    values: Mapping[str, Any],
+    action: Callable[[T], Any],
+) -> None:
+    """Load the config, run ``action`` on it, print its summary; bad input exits 2 with the reason."""
+    try:
+        settings = load_config(cls, config, overrides or (), values)
+    except ConfigError as error:
+        raise fail(str(error)) from error
+    try:
+        result = action(settings)
+    except _errors() as error:
+        raise fail(str(error)) from error
+    typer.echo(str(result))
+
+
+@app.command()
+def probe(
+    input: Annotated[str, typer.Argument(help="Manifest CSV with label columns.")],
+    model: ModelOption = None,
+    embeddings: EmbeddingsOption = None,
+    out: OutOption = None,
+    labels: Annotated[
+        list[str] | None, typer.Option("--label", help="Label column (repeatable; default: all).")
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option(help="linear (torch heads) or sklearn (logistic regression).")
+    ] = None,
+    feature: Annotated[
+        list[str] | None,
+        typer.Option("--feature", help="Feature choice, e.g. cls or cls+patch_mean (repeatable)."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs of the heads (paper: 100).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Mini-batch size (paper: 96).")] = None,
+    seeds: Annotated[list[int] | None, typer.Option("--seed", help="Seed (repeatable; default 0-4).")] = None,
+    cache_dir: CacheOption = None,
+    device: DeviceOption = None,
+    overwrite: Annotated[bool | None, typer.Option("--overwrite", help="Recompute finished seeds.")] = None,
+    config: ConfigOption = None,
+    overrides: OverrideOption = None,
+) -> None:
+    """Linear probing on frozen features: AUPRC / AUROC per finding, mean ± std over seeds."""
+    from raddino.evaluate.probe import ProbeConfig, run_probe
+
+    values = {
+        "input": input,
+        "out": out,
+        "features.model": model,
+        "features.embeddings": embeddings,
+        "features.cache_dir": cache_dir,
+        "features.device": device,
+        "labels": labels or None,
+        "method": method,
+        "feature_choices": feature or None,
+        "training.epochs": epochs,
+        "training.batch_size": batch_size,
+        "seeds": seeds or None,
+        "overwrite": overwrite,
+    }
+    _run(ProbeConfig, config, overrides, values, run_probe)

@@ -1,0 +1,267 @@
+"""``raddino probe``: multi-label linear probing of a frozen encoder, the paper's classification protocol.
+
+Features are extracted once into the cache (:mod:`raddino.evaluate.features`); for every seed, one linear
+head per (feature choice, learning rate) is trained in a single pass, the head with the best validation
+macro AUPRC is kept, and its test AUPRC / AUROC per finding are recorded. The report is mean ± std over the
+seeds (paper §4.2: 5 seeds, AUPRC per finding and macro). ``method: sklearn`` fits scikit-learn logistic
+regressions instead, choosing the inverse regularisation ``C`` on validation.
+
+Each finished seed is saved under ``<out>/seeds/``; a rerun with the same settings reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from raddino.config import config_to_dict, save_config
+from raddino.evaluate.features import FeatureConfig
+from raddino.evaluate.labelled import LabelledFeatures, load_labelled
+from raddino.evaluate.labels import UncertainPolicy
+from raddino.evaluate.linear_heads import HeadSpec, HeadTraining, train_linear_heads
+from raddino.evaluate.metrics import MeanStd, auprc_per_label, auroc_per_label, macro, mean_std
+from raddino.evaluate.results import encoder_name, format_mean_std, markdown_table, write_json, write_results
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ProbeConfig:
+    """Settings of ``raddino probe``."""
+
+    input: str = ""
+    """Manifest CSV with label columns (and ``subject_id`` / ``split`` when known)."""
+    out: str = "probe"
+    """Output folder."""
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    labels: list[str] = field(default_factory=list)
+    """Label columns to probe; default: every column holding only 0 / 1 / -1 / empty."""
+    uncertain: UncertainPolicy = "missing"
+    """How a -1 (uncertain) label counts."""
+    method: Literal["linear", "sklearn"] = "linear"
+    feature_choices: list[str] = field(default_factory=lambda: ["cls", "cls+patch_mean"])
+    """Features each head may read (``+`` concatenates); the best is picked on validation."""
+    lrs: list[float] = field(default_factory=lambda: [1e-5, 5e-5, 1e-4, 5e-4, 1e-3])
+    """Learning rates of the heads (the paper's 5e-5 among them)."""
+    training: HeadTraining = field(default_factory=HeadTraining)
+    sklearn_cs: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
+    """Inverse regularisation strengths tried in ``sklearn`` mode."""
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    split_ratios: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    """Train / val / test shares when the manifest has no ``split`` column (made by subject)."""
+    split_seed: int = 0
+    progress: bool = True
+    figure: bool = True
+    """Write ``probe.png`` (AUPRC per finding)."""
+    overwrite: bool = False
+    """Recompute every seed instead of reusing finished ones."""
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed")
+        if not self.feature_choices:
+            raise ValueError("feature_choices must list at least one feature")
+        if self.method == "linear" and (not self.lrs or min(self.lrs) <= 0):
+            raise ValueError(f"lrs must be positive numbers, got {self.lrs}")
+        if self.method == "sklearn" and (not self.sklearn_cs or min(self.sklearn_cs) <= 0):
+            raise ValueError(f"sklearn_cs must be positive numbers, got {self.sklearn_cs}")
+
+
+@dataclass
+class ProbeResult:
+    """What a probe run measured; ``summary`` holds the table columns (test set, over seeds)."""
+
+    summary: dict[str, MeanStd]
+    auprc: dict[str, MeanStd]
+    auroc: dict[str, MeanStd]
+    seeds: list[dict[str, Any]]
+    outputs: dict[str, Path]
+    embedded_now: int
+    seconds: float
+
+    def __str__(self) -> str:
+        macro_auprc = self.summary["macro_auprc"]
+        return (
+            f"macro AUPRC {format_mean_std(macro_auprc)} over {macro_auprc.count} seed(s); "
+            f"macro AUROC {format_mean_std(self.summary['macro_auroc'])} -> {self.outputs['json']}"
+        )
+
+
+def _evaluate(scores: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, Any]:
+    auprc = auprc_per_label(scores, labels, names)
+    auroc = auroc_per_label(scores, labels, names)
+    return {"auprc": auprc, "auroc": auroc, "macro_auprc": macro(auprc), "macro_auroc": macro(auroc)}
+
+
+def _linear_seed(data: LabelledFeatures, config: ProbeConfig, seed: int) -> dict[str, Any]:
+    choices = list(dict.fromkeys(config.feature_choices))
+    specs = [HeadSpec(choice, lr) for choice in choices for lr in config.lrs]
+    split = {
+        name: {c: torch.from_numpy(data.features(c, name)) for c in choices}
+        for name in ("train", "val", "test")
+    }
+    trained = train_linear_heads(
+        split["train"],
+        torch.from_numpy(data.split_labels("train")),
+        specs,
+        config.training,
+        seed,
+        config.progress,
+    )
+    val_scores = trained.predict(split["val"])
+    val_metric = [macro(auprc_per_label(s, data.split_labels("val"), data.names)) for s in val_scores]
+    best = int(np.nanargmax(np.nan_to_num(val_metric, nan=-1.0)))
+    test_scores = trained.predict(split["test"])[best]
+    return {
+        "seed": seed,
+        "selected": specs[best].name,
+        "validation_macro_auprc": {spec.name: value for spec, value in zip(specs, val_metric, strict=True)},
+        "test": _evaluate(test_scores, data.split_labels("test"), data.names),
+    }
+
+
+def _sklearn_scores(
+    train_x: np.ndarray, train_y: np.ndarray, x: list[np.ndarray], c: float, seed: int
+) -> list:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    outputs = [np.full((len(values), train_y.shape[1]), 0.5) for values in x]
+    for column in range(train_y.shape[1]):
+        known = ~np.isnan(train_y[:, column])  # missing labels are left out of the fit
+        truth = train_y[known, column]
+        if truth.size == 0 or truth.min() == truth.max():
+            continue  # one class only: no classifier, constant scores
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+        model.fit(train_x[known], truth)
+        for output, values in zip(outputs, x, strict=True):
+            output[:, column] = model.predict_proba(values)[:, 1]
+    return outputs
+
+
+def _sklearn_seed(data: LabelledFeatures, config: ProbeConfig, seed: int) -> dict[str, Any]:
+    candidates = []
+    for choice in dict.fromkeys(config.feature_choices):
+        train_x, val_x, test_x = (data.features(choice, name) for name in ("train", "val", "test"))
+        for c in config.sklearn_cs:
+            val_scores, test_scores = _sklearn_scores(
+                train_x, data.split_labels("train"), [val_x, test_x], c, seed
+            )
+            value = macro(auprc_per_label(val_scores, data.split_labels("val"), data.names))
+            candidates.append((f"{choice} C={c:g}", value, test_scores))
+    best = max(candidates, key=lambda item: -1.0 if np.isnan(item[1]) else item[1])
+    return {
+        "seed": seed,
+        "selected": best[0],
+        "validation_macro_auprc": {name: value for name, value, _ in candidates},
+        "test": _evaluate(best[2], data.split_labels("test"), data.names),
+    }
+
+
+def _fingerprint(config: ProbeConfig, data: LabelledFeatures) -> str:
+    settings = config_to_dict(config)
+    for key in ("out", "overwrite", "progress", "figure", "seeds"):
+        settings.pop(key)
+    settings["feature_file"] = str(data.feature_file.resolve())
+    settings["splits"] = [getattr(data.splits, name).tolist() for name in ("train", "val", "test")]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def _run_seed(data: LabelledFeatures, config: ProbeConfig, seed: int, fingerprint: str) -> dict[str, Any]:
+    path = Path(config.out) / "seeds" / f"seed-{seed}.json"
+    if path.exists() and not config.overwrite:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("fingerprint") == fingerprint:
+            logger.info("seed %d: reusing %s", seed, path)
+            return saved
+    result = (
+        _linear_seed(data, config, seed) if config.method == "linear" else _sklearn_seed(data, config, seed)
+    )
+    write_json(path, {**result, "fingerprint": fingerprint})
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _markdown(config: ProbeConfig, data: LabelledFeatures, result: ProbeResult) -> str:
+    rows = [
+        [name, format_mean_std(result.auprc[name]), format_mean_std(result.auroc[name])]
+        for name in data.names
+    ]
+    rows.append(
+        [
+            "**macro**",
+            format_mean_std(result.summary["macro_auprc"]),
+            format_mean_std(result.summary["macro_auroc"]),
+        ]
+    )
+    selected = ", ".join(f"seed {seed['seed']}: {seed['selected']}" for seed in result.seeds)
+    sizes = data.splits.sizes()
+    return (
+        f"# Linear probe: {encoder_name(config.features.model, config.features.embeddings)}\n\n"
+        f"Test set, mean ± std over {len(result.seeds)} seed(s); method `{config.method}`; "
+        f"splits {sizes['train']}/{sizes['val']}/{sizes['test']} images ({data.splits.source}).\n\n"
+        + markdown_table(["finding", "AUPRC", "AUROC"], rows)
+        + f"\nHeads selected on validation macro AUPRC: {selected}.\n"
+    )
+
+
+def run_probe(config: ProbeConfig) -> ProbeResult:
+    """Probe a frozen encoder on a labelled manifest; writes ``probe.{json,md,csv,png}`` and the config.
+
+    Returns:
+        The test metrics over seeds and the paths written.
+    """
+    started = time.perf_counter()
+    out = Path(config.out)
+    choices = list(dict.fromkeys(config.feature_choices))
+    data = load_labelled(
+        config.input,
+        config.features,
+        choices,
+        config.labels,
+        config.uncertain,
+        config.split_ratios,
+        config.split_seed,
+    )
+    fingerprint = _fingerprint(config, data)
+    seeds = [_run_seed(data, config, seed, fingerprint) for seed in config.seeds]
+    auprc = {name: mean_std(_nan(s["test"]["auprc"][name]) for s in seeds) for name in data.names}
+    auroc = {name: mean_std(_nan(s["test"]["auroc"][name]) for s in seeds) for name in data.names}
+    summary = {
+        "macro_auprc": mean_std(_nan(s["test"]["macro_auprc"]) for s in seeds),
+        "macro_auroc": mean_std(_nan(s["test"]["macro_auroc"]) for s in seeds),
+        **{f"auprc/{name}": value for name, value in auprc.items()},
+        **{f"auroc/{name}": value for name, value in auroc.items()},
+    }
+    result = ProbeResult(summary, auprc, auroc, seeds, {}, data.embedded_now, 0.0)
+    details = {
+        "method": config.method,
+        "findings": data.names,
+        "splits": data.splits.sizes(),
+        "split_source": data.splits.source,
+        "feature_file": data.feature_file,
+        "images_without_features": data.without_features,
+        "images_without_labels": data.without_labels,
+        "seeds": [{key: value for key, value in seed.items() if key != "fingerprint"} for seed in seeds],
+    }
+    name = encoder_name(config.features.model, config.features.embeddings)
+    result.outputs = write_results(out, "probe", name, summary, details, _markdown(config, data, result))
+    result.outputs["config"] = save_config(config, out / "probe_config.yaml")
+    if config.figure:
+        from raddino.evaluate.figures import bar_chart
+
+        result.outputs["figure"] = bar_chart(out / "probe.png", auprc, f"Linear probe: {name}", "test AUPRC")
+    result.seconds = time.perf_counter() - started
+    return result

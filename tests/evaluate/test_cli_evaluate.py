@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from synthetic_sets import SyntheticSet
+from typer.testing import CliRunner
+
+from raddino.cli import app
+
+runner = CliRunner()
+
+
+def test_probe_command_writes_results_and_config(synthetic_set: SyntheticSet, tmp_path: Path) -> None:
+    out = tmp_path / "probe"
+    result = runner.invoke(
+        app,
+        [
+            "probe",
+            str(synthetic_set.manifest),
+            "--embeddings",
+            str(synthetic_set.informative),
+            "--out",
+            str(out),
+            "--epochs",
+            "20",
+            "--batch-size",
+            "32",
+            "--seed",
+            "0",
+            "--set",
+            "lrs=[0.05]",
+            "--set",
+            "figure=false",
+            "--set",
+            "progress=false",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "macro AUPRC" in result.output
+    payload = json.loads((out / "probe.json").read_text())
+    assert payload["summary"]["macro_auprc"]["mean"] > 0.8
+    assert "epochs: 20" in (out / "probe_config.yaml").read_text()
+
+
+def test_probe_command_names_a_misspelt_key_and_a_missing_label(
+    synthetic_set: SyntheticSet, tmp_path: Path
+) -> None:
+    result = runner.invoke(app, ["probe", str(synthetic_set.manifest), "--set", "trainig.epochs=3"])
+    assert result.exit_code == 2
+    assert "trainig" in result.output
+    result = runner.invoke(
+        app,
+        [
+            "probe",
+            str(synthetic_set.manifest),
+            "--embeddings",
+            str(synthetic_set.informative),
+            "--label",
+            "nope",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "no label column 'nope'" in result.output

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from synthetic_sets import FINDINGS, SyntheticSet
+
+from raddino.evaluate.features import FeatureConfig, FeatureError, FeatureTable
+from raddino.evaluate.linear_heads import HeadSpec, HeadTraining, masked_bce, train_linear_heads
+from raddino.evaluate.probe import ProbeConfig, run_probe
+
+
+def _config(data: SyntheticSet, out: Path, embeddings: Path, **values: object) -> ProbeConfig:
+    settings: dict[str, object] = {
+        "input": str(data.manifest),
+        "out": str(out),
+        "features": FeatureConfig(embeddings=str(embeddings)),
+        "lrs": [1e-2, 5e-2],
+        "training": HeadTraining(epochs=30, batch_size=32),
+        "seeds": [0, 1],
+        "progress": False,
+    }
+    settings.update(values)
+    return ProbeConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_masked_bce_ignores_missing_labels() -> None:
+    logits = torch.tensor([[2.0, -1.0], [0.5, 3.0]])
+    labels = torch.tensor([[1.0, float("nan")], [0.0, 1.0]])
+    known = torch.tensor([2.0, 0.5, 3.0])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(known, torch.tensor([1.0, 0.0, 1.0]))
+    assert masked_bce(logits, labels).item() == pytest.approx(expected.item())
+
+
+def test_heads_trained_together_equal_heads_trained_alone() -> None:
+    rng = np.random.default_rng(0)
+    features = {"cls": torch.from_numpy(rng.normal(size=(40, 6)).astype(np.float32))}
+    labels = torch.from_numpy((rng.random((40, 2)) < 0.5).astype(np.float32))
+    labels[::3, 1] = float("nan")
+    training = HeadTraining(epochs=3, batch_size=8)
+    specs = [HeadSpec("cls", 1e-2), HeadSpec("cls", 1e-3)]
+    together = train_linear_heads(features, labels, specs, training, seed=4, progress=False)
+    alone = train_linear_heads(features, labels, specs[1:], training, seed=4, progress=False)
+    assert torch.allclose(together.heads[1].weight, alone.heads[0].weight, atol=1e-6)
+    assert not torch.allclose(together.heads[0].weight, together.heads[1].weight)
+
+
+def test_feature_choices_concatenate_and_unknown_names_fail(synthetic_set: SyntheticSet) -> None:
+    table = FeatureTable.load(synthetic_set.informative, ["cls+patch_mean"])
+    assert table.matrix("cls+patch_mean").shape == (160, 32)
+    assert np.array_equal(table.matrix("cls+patch_mean", ["img0003"])[0, :16], table.vectors["cls"][3])
+    with pytest.raises(FeatureError, match="unknown feature"):
+        FeatureTable.load(synthetic_set.informative, ["cls+pooled"])
+
+
+def test_probe_separates_informative_from_random_features_and_writes_its_outputs(
+    synthetic_set: SyntheticSet, tmp_path: Path
+) -> None:
+    good = run_probe(_config(synthetic_set, tmp_path / "good", synthetic_set.informative))
+    bad = run_probe(_config(synthetic_set, tmp_path / "bad", synthetic_set.random))
+    assert good.summary["macro_auprc"].mean > 0.85
+    assert good.summary["macro_auprc"].mean > bad.summary["macro_auprc"].mean + 0.3
+    assert good.summary["macro_auprc"].count == 2
+    for suffix in ("json", "md", "csv", "png"):
+        assert (tmp_path / "good" / f"probe.{suffix}").stat().st_size > 0
+    assert (tmp_path / "good" / "probe_config.yaml").exists()
+    payload = json.loads((tmp_path / "good" / "probe.json").read_text())
+    assert payload["task"] == "probe"
+    assert payload["encoder"] == "informative"
+    assert payload["findings"] == list(FINDINGS)
+    assert set(payload["summary"]) >= {"macro_auprc", "macro_auroc", "auprc/nodule"}
+    assert len(payload["seeds"][0]["validation_macro_auprc"]) == 4  # 2 feature choices x 2 lrs
+    assert "| **macro** |" in (tmp_path / "good" / "probe.md").read_text()
+
+
+def test_probe_test_metrics_match_scikit_learn_on_the_test_split(
+    synthetic_set: SyntheticSet, tmp_path: Path
+) -> None:
+    from raddino.evaluate.labelled import load_labelled
+
+    config = _config(synthetic_set, tmp_path / "run", synthetic_set.informative, seeds=[0])
+    result = run_probe(config)
+    data = load_labelled(config.input, config.features, config.feature_choices)
+    test_ids = {data.ids[i] for i in data.splits.test}
+    subjects = {row["subject_id"] for row in synthetic_set.rows if row["id"] in test_ids}
+    train_subjects = {
+        row["subject_id"]
+        for row in synthetic_set.rows
+        if row["id"] in {data.ids[i] for i in data.splits.train}
+    }
+    assert not subjects & train_subjects
+    seed = result.seeds[0]
+    # The recorded per-finding AUPRCs average to the recorded macro value.
+    values = [value for value in seed["test"]["auprc"].values() if value is not None]
+    assert seed["test"]["macro_auprc"] == pytest.approx(np.mean(values))
+
+
+def test_same_seed_same_numbers_and_finished_seeds_are_reused(
+    synthetic_set: SyntheticSet, tmp_path: Path
+) -> None:
+    first = run_probe(_config(synthetic_set, tmp_path / "a", synthetic_set.informative, seeds=[3]))
+    second = run_probe(_config(synthetic_set, tmp_path / "b", synthetic_set.informative, seeds=[3]))
+    assert first.summary["macro_auprc"].mean == second.summary["macro_auprc"].mean
+    seed_file = tmp_path / "a" / "seeds" / "seed-3.json"
+    stamp = seed_file.stat().st_mtime_ns
+    run_probe(_config(synthetic_set, tmp_path / "a", synthetic_set.informative, seeds=[3]))
+    assert seed_file.stat().st_mtime_ns == stamp  # reused, not recomputed
+    run_probe(_config(synthetic_set, tmp_path / "a", synthetic_set.informative, seeds=[3], lrs=[1e-2]))
+    assert seed_file.stat().st_mtime_ns != stamp  # other settings: recomputed
+
+
+def test_sklearn_mode(synthetic_set: SyntheticSet, tmp_path: Path) -> None:
+    result = run_probe(
+        _config(
+            synthetic_set,
+            tmp_path / "sk",
+            synthetic_set.informative,
+            method="sklearn",
+            seeds=[0],
+            sklearn_cs=[0.1, 1.0],
+        )
+    )
+    assert result.summary["macro_auprc"].mean > 0.85
+    assert result.seeds[0]["selected"].startswith(("cls C=", "cls+patch_mean C="))
