@@ -1,0 +1,197 @@
+"""``load_encoder``: one function for every place an encoder can come from.
+
+Sources, tried in this order:
+
+* ``preset:NAME`` — a randomly initialised preset (seed 0);
+* a local folder with ``config.json`` — a transformers folder, loaded with ``local_files_only`` and never
+  ``trust_remote_code`` (a folder with only ``backbone_compatible.safetensors`` loads that file);
+* a local ``.safetensors`` / ``.pth`` / ``.pt`` file — a DINOv2-format state dict (``.pth`` is read with
+  ``torch.load(weights_only=True)``, which cannot run code);
+* otherwise an ``owner/name`` hub id — the only way anything downloads.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+
+from raddino.models.convert import ConversionError, encoder_from_dinov2
+from raddino.models.encoder import Encoder
+
+logger = logging.getLogger(__name__)
+
+STATE_DICT_SUFFIXES = (".safetensors", ".pth", ".pt")
+DINOV2_FILE_NAME = "backbone_compatible.safetensors"  # the name in the RAD-DINO release
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_ENCODER_TYPES = ("dinov2", "dinov2_with_registers")
+
+
+class ModelLoadError(ValueError):
+    """An encoder could not be loaded; ``source`` says from where and ``reason`` why."""
+
+    def __init__(self, source: str | Path, reason: str) -> None:
+        self.source = str(source)
+        self.reason = reason
+        super().__init__(f"{self.source}: {reason}")
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a ``.safetensors`` file or a ``.pth`` / ``.pt`` state dict.
+
+    A ``.pth`` holding ``{"teacher": {...}}`` or ``{"model": {...}}`` (DINOv2 training checkpoints) is
+    unwrapped; pickles holding anything but tensors and containers are refused (``weights_only=True``).
+
+    Raises:
+        ModelLoadError: unreadable, corrupt, or not a mapping of names to tensors.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = dict(handle.metadata() or {})
+            return load_file(str(path)), metadata
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ModelLoadError(path, f"not a readable safetensors file: {error}") from error
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ModelLoadError(
+            path, f"refused: holds Python objects that torch.load(weights_only=True) will not run ({error})"
+        ) from error
+    except (OSError, RuntimeError, EOFError, ValueError) as error:
+        raise ModelLoadError(path, f"not a readable PyTorch file: {error}") from error
+    for wrapper in ("teacher", "model", "state_dict"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
+            logger.info("%s: using the %r entry of the checkpoint", path, wrapper)
+            loaded = loaded[wrapper]
+            break
+    if not isinstance(loaded, dict) or not all(isinstance(value, torch.Tensor) for value in loaded.values()):
+        raise ModelLoadError(path, "expected a state dict (a mapping of names to tensors)")
+    return loaded, {}
+
+
+def backbone_subset(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The backbone's tensors: all of them, or the ``backbone.`` entries of a training checkpoint."""
+    if "cls_token" not in state and "backbone.cls_token" in state:
+        return {key[len("backbone.") :]: value for key, value in state.items() if key.startswith("backbone.")}
+    return state
+
+
+def load_dinov2_file(
+    path: str | Path, *, num_heads: int | None = None, dtype: torch.dtype | None = None
+) -> Encoder:
+    """An encoder from a DINOv2-format state dict file (``backbone_compatible.safetensors``, ``.pth``).
+
+    Args:
+        path: The file.
+        num_heads: Attention heads; default: the file's ``num_heads`` metadata (raddino writes it), else
+            width / 64 as in every DINOv2 model.
+        dtype: Parameter dtype (float32 by default).
+
+    Raises:
+        ModelLoadError: unreadable file, or keys/shapes that do not make a DINOv2 ViT (all named).
+    """
+    state, metadata = read_state_dict(path)
+    state = backbone_subset(state)
+    if "embeddings.cls_token" in state or any(key.startswith("encoder.layer.") for key in state):
+        raise ModelLoadError(path, "this is a transformers weights file; pass the folder that holds it")
+    if num_heads is None and metadata.get("num_heads"):
+        num_heads = int(metadata["num_heads"])
+    try:
+        return encoder_from_dinov2(state, num_heads=num_heads, dtype=dtype)
+    except ConversionError as error:
+        raise ModelLoadError(path, str(error)) from error
+
+
+def _load_transformers(source: str, *, local: bool, dtype: torch.dtype | None) -> Encoder:
+    """A transformers Dinov2 model from a folder (``local``) or the hub; missing weights are an error."""
+    from transformers import AutoConfig, AutoModel
+
+    options = {"local_files_only": local, "trust_remote_code": False}
+    where = "folder" if local else "Hugging Face hub model"
+    try:
+        config = AutoConfig.from_pretrained(source, **options)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(source, f"cannot read the {where}'s config: {error}") from error
+    if config.model_type not in _ENCODER_TYPES:
+        raise ModelLoadError(
+            source, f"model type {config.model_type!r} is not a DINOv2 encoder ({', '.join(_ENCODER_TYPES)})"
+        )
+    try:
+        model, info = AutoModel.from_pretrained(
+            source,
+            **options,
+            attn_implementation="sdpa",
+            dtype=dtype or torch.float32,
+            output_loading_info=True,
+        )
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ModelLoadError(source, f"cannot load the {where}'s weights: {error}") from error
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        names = [str(name) for name in info.get(kind) or []]
+        if names:
+            problems.append(f"{kind.replace('_', ' ')}: {', '.join(sorted(names)[:8])}")
+    if problems:
+        raise ModelLoadError(source, "weights do not match the config (" + "; ".join(problems) + ")")
+    return Encoder(model).eval()
+
+
+def load_encoder(
+    source: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    num_heads: int | None = None,
+) -> Encoder:
+    """Load an encoder from a preset, a local transformers folder, a DINOv2 state dict or a hub id.
+
+    Args:
+        source: ``preset:NAME``, a folder, a ``.safetensors`` / ``.pth`` / ``.pt`` file, or ``owner/name``.
+        device: Where to put it (default: the CPU).
+        dtype: Parameter dtype (default: float32).
+        num_heads: Attention heads for DINOv2 state dicts whose width is not 64 × heads.
+
+    Returns:
+        The encoder in eval mode.
+
+    Raises:
+        ModelLoadError: the source does not exist, is not an encoder, or its weights do not fit (the
+            message names the source and the keys at fault).
+    """
+    text = str(source)
+    if text.startswith("preset:"):
+        try:
+            encoder = Encoder.from_preset(text.removeprefix("preset:"), seed=0).eval()
+        except KeyError as error:
+            raise ModelLoadError(text, str(error.args[0])) from error
+    else:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            if (path / "config.json").is_file():
+                encoder = _load_transformers(str(path), local=True, dtype=dtype)
+            elif (path / DINOV2_FILE_NAME).is_file():
+                encoder = load_dinov2_file(path / DINOV2_FILE_NAME, num_heads=num_heads, dtype=dtype)
+            else:
+                raise ModelLoadError(path, f"folder has neither config.json nor {DINOV2_FILE_NAME}")
+        elif path.is_file():
+            if path.suffix not in STATE_DICT_SUFFIXES:
+                raise ModelLoadError(
+                    path,
+                    f"unknown model file type {path.suffix!r}; expected {', '.join(STATE_DICT_SUFFIXES)}",
+                )
+            encoder = load_dinov2_file(path, num_heads=num_heads, dtype=dtype)
+        elif _HUB_ID.match(text) and path.suffix not in STATE_DICT_SUFFIXES:
+            logger.info("%s is not a local path: loading it from the Hugging Face hub", text)
+            encoder = _load_transformers(text, local=False, dtype=dtype)
+        else:
+            raise ModelLoadError(text, "no such file or folder (hub model ids look like owner/name)")
+    if dtype is not None:
+        encoder.to(dtype)
+    return encoder.to(device) if device is not None else encoder
