@@ -70,15 +70,13 @@ def test_save_and_load_round_trip(tmp_path: Path):
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
-def test_prefixed_training_checkpoint_keys_load(tmp_path: Path):
+def test_head_inside_a_dinov2_teacher_checkpoint_loads(tmp_path: Path):
     head = _small_head()
-    save_file(
-        {f"dino_head.{k}": v.contiguous() for k, v in head.state_dict().items()},
-        tmp_path / "head.safetensors",
-    )
-    assert torch.equal(
-        load_dino_head(tmp_path / "head.safetensors").last_layer.weight_v, head.last_layer.weight_v
-    )
+    teacher = {f"dino_head.{k}": v for k, v in head.state_dict().items()}
+    teacher["backbone.cls_token"] = torch.zeros(1, 1, 32)
+    torch.save({"teacher": teacher}, tmp_path / "teacher_checkpoint.pth")
+    loaded = load_dino_head(tmp_path / "teacher_checkpoint.pth")
+    assert torch.equal(loaded.last_layer.weight_v, head.last_layer.weight_v)
 
 
 def test_bad_head_files_name_the_keys(tmp_path: Path):

@@ -92,13 +92,17 @@ _MLP_KEY = re.compile(r"^mlp\.(\d+)\.weight$")
 
 
 def dino_head_from_state_dict(state: dict[str, torch.Tensor], source: str = "state dict") -> DINOHead:
-    """A head whose sizes are read off its tensors (DINOv2 names; a ``dino_head.`` prefix is dropped).
+    """A head whose sizes are read off its tensors (DINOv2 names).
+
+    In a training checkpoint holding the backbone and heads together, the ``dino_head.`` entries are used.
 
     Raises:
         ValueError: keys missing or unknown, or shapes that do not chain (names ``source`` and the keys).
     """
-    if all(key.startswith("dino_head.") for key in state):
-        state = {key[len("dino_head.") :]: value for key, value in state.items()}
+    if "last_layer.weight_v" not in state and "dino_head.last_layer.weight_v" in state:
+        state = {
+            key[len("dino_head.") :]: value for key, value in state.items() if key.startswith("dino_head.")
+        }
     linear_indices = sorted(int(match.group(1)) for key in state if (match := _MLP_KEY.match(key)))
     if not linear_indices or "last_layer.weight_v" not in state:
         raise ValueError(f"{source}: not a DINO head (needs mlp.N.weight and last_layer.weight_v keys)")
