@@ -64,3 +64,29 @@ def test_probe_command_names_a_misspelt_key_and_a_missing_label(
     )
     assert result.exit_code == 2
     assert "no label column 'nope'" in result.output
+
+
+def test_knn_and_search_commands(synthetic_set: SyntheticSet, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "knn",
+            str(synthetic_set.manifest),
+            "--embeddings",
+            str(synthetic_set.informative),
+            "--k",
+            "5",
+            "--k",
+            "10",
+            "--out",
+            str(tmp_path / "knn"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "knn" / "knn.json").read_text())["k"] in (5, 10)
+    result = runner.invoke(app, ["search", str(synthetic_set.informative), "img0000", "-k", "3"])
+    assert result.exit_code == 0, result.output
+    assert len([line for line in result.output.splitlines() if line.endswith(".png")]) == 3
+    result = runner.invoke(app, ["search", str(synthetic_set.informative), "no-such-image"])
+    assert result.exit_code == 2
+    assert "neither an id" in result.output

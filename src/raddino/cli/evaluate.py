@@ -99,3 +99,56 @@ def probe(
         "overwrite": overwrite,
     }
     _run(ProbeConfig, config, overrides, values, run_probe)
+
+
+@app.command()
+def knn(
+    input: Annotated[str, typer.Argument(help="Manifest CSV with label columns.")],
+    model: ModelOption = None,
+    embeddings: EmbeddingsOption = None,
+    out: OutOption = None,
+    labels: Annotated[list[str] | None, typer.Option("--label", help="Label column (repeatable).")] = None,
+    ks: Annotated[list[int] | None, typer.Option("--k", help="Neighbour count (repeatable).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Vote temperature (DINO: 0.07).")] = None,
+    cache_dir: CacheOption = None,
+    device: DeviceOption = None,
+    config: ConfigOption = None,
+    overrides: OverrideOption = None,
+) -> None:
+    """k-nearest-neighbour classification and retrieval on L2-normalised frozen features."""
+    from raddino.evaluate.knn import KnnConfig, run_knn
+
+    values = {
+        "input": input,
+        "out": out,
+        "features.model": model,
+        "features.embeddings": embeddings,
+        "features.cache_dir": cache_dir,
+        "features.device": device,
+        "labels": labels or None,
+        "ks": ks or None,
+        "temperature": temperature,
+    }
+    _run(KnnConfig, config, overrides, values, run_knn)
+
+
+@app.command()
+def search(
+    embeddings: Annotated[str, typer.Argument(help="Embeddings .parquet from raddino embed.")],
+    query: Annotated[str, typer.Argument(help="An id of the embeddings file, or an image file.")],
+    k: Annotated[int | None, typer.Option("--k", "-k", help="How many neighbours.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Encoder for an image query (default: the recorded one)."),
+    ] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Folder for search.json/.md/.png.")] = None,
+    device: DeviceOption = None,
+    config: ConfigOption = None,
+    overrides: OverrideOption = None,
+) -> None:
+    """The k most similar images to a query, by cosine similarity of CLS embeddings."""
+    from raddino.evaluate.search import SearchConfig
+    from raddino.evaluate.search import search as run_search
+
+    values = {"embeddings": embeddings, "query": query, "k": k, "model": model, "out": out, "device": device}
+    _run(SearchConfig, config, overrides, values, run_search)
