@@ -158,6 +158,30 @@ def test_every_parameter_gets_a_finite_gradient(random_encoder):
         assert parameter.grad.abs().sum() > 0, name
 
 
+def test_activation_checkpointing_recomputes_blocks_with_the_same_gradients(random_encoder):
+    encoder = random_encoder().train()
+    pixels = _pixels()
+    encoder(pixels).cls.square().sum().backward()
+    plain = {name: p.grad.clone() for name, p in encoder.named_parameters() if p.grad is not None}
+    encoder.zero_grad()
+    encoder.set_activation_checkpointing(True)
+    calls = []
+    for layer in encoder.backbone.encoder.layer:
+        checkpoint = layer._gradient_checkpointing_func
+
+        def counted(*args, _checkpoint=checkpoint, **kwargs):
+            calls.append(1)
+            return _checkpoint(*args, **kwargs)
+
+        layer._gradient_checkpointing_func = counted
+    encoder(pixels).cls.square().sum().backward()
+    assert len(calls) == encoder.num_layers
+    for name, grad in plain.items():
+        torch.testing.assert_close(dict(encoder.named_parameters())[name].grad, grad, atol=1e-6, rtol=0)
+    encoder.set_activation_checkpointing(False)
+    assert not any(layer.gradient_checkpointing for layer in encoder.backbone.encoder.layer)
+
+
 def test_presets_are_reproducible_and_leave_the_global_random_state_alone():
     state = torch.random.get_rng_state()
     first = Encoder.from_preset("test", seed=3)

@@ -131,6 +131,20 @@ class Encoder(nn.Module):
         """The transformers config (written as ``config.json`` by :meth:`save_pretrained`)."""
         return self.backbone.config
 
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block's activations during the backward pass: far less memory for training at
+        518 px, about a third more compute. Works through :meth:`forward_features` and every other path."""
+        backbone = self.backbone
+        if enabled:
+            if hasattr(backbone, "activation_checkpointing_enable"):  # transformers ≥ 5
+                backbone.activation_checkpointing_enable({"use_reentrant": False})
+            else:
+                backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif hasattr(backbone, "activation_checkpointing_disable"):
+            backbone.activation_checkpointing_disable()
+        else:
+            backbone.gradient_checkpointing_disable()
+
     # ----------------------------------------------------------------------------------------- tokens
     def _grid(self, pixels: torch.Tensor) -> tuple[int, int]:
         if pixels.ndim != 4 or pixels.shape[1] != 3:
