@@ -288,3 +288,27 @@ def test_a_crashing_worker_fails_only_its_file(
     assert (tmp_path / "out" / "0.png").is_file()
     assert (tmp_path / "out" / "1.png").is_file()
     assert "crashing_worker" in sys.modules
+
+
+def test_workers_that_cannot_start_give_a_clear_error(
+    mixed_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    class DeadPool:  # what a pool looks like when its workers die while starting
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def submit(self, *args: object) -> Future:
+            future: Future = Future()
+            future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+            return future
+
+        def shutdown(self, **kwargs: object) -> None:
+            pass
+
+    monkeypatch.setattr(prepare_module, "ProcessPoolExecutor", DeadPool)
+    with pytest.raises(RuntimeError, match=r"worker processes could not start.*or use workers=1"):
+        prepare_images(mixed_folder, tmp_path / "out", size=24, workers=2, progress=False)
+    assert _rows(tmp_path / "out" / "manifest.csv") == []  # nothing claimed as written

@@ -238,10 +238,29 @@ _DIED = "worker process died while preparing this file (a decoder crash or out o
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool whose workers are known to start (checked with a no-op task).
+
+    Raises:
+        RuntimeError: workers cannot start, e.g. a script run from stdin, or one that starts the pool
+            without an ``if __name__ == "__main__":`` guard.
+    """
     methods = multiprocessing.get_all_start_methods()
     # forkserver/spawn: workers never inherit a parent's threads (torch, BLAS) mid-lock, as fork can.
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    if "forkserver" in methods:
+        # The fork server imports this module (numpy, scipy, pydicom, Pillow: ~0.4 s) once, and every
+        # worker forked from it starts with them loaded. No effect once the server runs.
+        context.set_forkserver_preload(["__main__", __name__])
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
+        executor.submit(os.getpid).result()
+    except BrokenProcessPool as error:
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise RuntimeError(
+            "worker processes could not start; run from a script file whose pool is started under "
+            "`if __name__ == '__main__':`, or use workers=1"
+        ) from error
+    return executor
 
 
 def _run_isolated(task: _Task, work: Callable[[_Task], Result]) -> Result:
@@ -266,12 +285,18 @@ def _run_parallel(
     in_flight: dict[Future[Result], _Task] = {}
     try:
         while True:
-            while len(in_flight) < 4 * workers and (task := next(pending, None)) is not None:
-                in_flight[executor.submit(work, task)] = task
-            if not in_flight:
+            broken = False
+            while not broken and len(in_flight) < 4 * workers and (task := next(pending, None)) is not None:
+                try:
+                    in_flight[executor.submit(work, task)] = task
+                except BrokenProcessPool:  # a worker died since the last wait
+                    yield _run_isolated(task, work)
+                    broken = True
+            if not in_flight and not broken:
                 return
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            if not any(isinstance(future.exception(), BrokenProcessPool) for future in done):
+            broken = broken or any(isinstance(future.exception(), BrokenProcessPool) for future in done)
+            if not broken:
                 for future in done:
                     in_flight.pop(future)
                     yield future.result()
