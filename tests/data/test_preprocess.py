@@ -174,3 +174,7 @@ def test_batch_stacks_and_rejects_colour_arrays():
     assert preprocessor.batch(images).shape == (2, 3, 28, 28)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"grey \(H, W\)"):
         preprocessor.from_array(np.zeros((40, 30, 3), np.uint8))
+    with pytest.raises(ValueError, match="got uint16"):
+        preprocessor.from_array(np.zeros((40, 30), np.uint16))  # 16-bit values must be scaled to [0, 1] first
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\], got \[0, 255\]"):
+        preprocessor.from_array(np.linspace(0, 255, 1200, dtype=np.float32).reshape(40, 30))

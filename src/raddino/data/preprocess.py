@@ -265,7 +265,12 @@ class InferencePreprocessor:
         config = self.config
         eight_bit = pixels.dtype == np.uint8
         if not eight_bit:
+            if not np.issubdtype(pixels.dtype, np.floating):
+                raise ValueError(f"expected uint8 or float pixels in [0, 1], got {pixels.dtype}")
             pixels = pixels.astype(np.float32, copy=False)
+            low, high = float(pixels.min()), float(pixels.max())
+            if not (low >= -1e-6 and high <= 1 + 1e-6):  # written so that NaN fails too
+                raise ValueError(f"float pixels must lie in [0, 1], got [{low:g}, {high:g}]")
         if config.do_resize:
             height, width = _resized_shape(int(pixels.shape[0]), int(pixels.shape[1]), config)
             source = Image.fromarray(np.ascontiguousarray(pixels))  # mode "L" for uint8, "F" for float32
