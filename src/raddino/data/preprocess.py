@@ -14,8 +14,7 @@ Two paths, one result:
   16-bit Pillow image at 255 when converting it to RGB (a white image), or quantise a float image to
   8 bits; scaling ourselves keeps the source's precision.
 
-Only one grey channel is resized, then copied to three: a third of the processor's work for the same
-numbers.
+Only one grey channel is resized, then copied to three (the processor resizes three identical channels).
 """
 
 from __future__ import annotations

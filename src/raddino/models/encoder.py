@@ -2,11 +2,11 @@
 
 ``Encoder`` prepares the tokens itself (patch embedding, mask tokens, CLS, position embeddings, register
 tokens) so that position embeddings are interpolated exactly as DINOv2 does, then runs the transformers
-blocks and final LayerNorm. transformers ≥ 5 resizes position embeddings to an output *size*; DINOv2 (and
-transformers 4) resize by a *scale factor* of ``(n + 0.1) / 37`` (``interpolate_offset`` 0.1, dino issue #8),
-and DINOv2's register models resize to a size with anti-aliasing. The two rules give different features
-at any resolution other than the native one (518 px for RAD-DINO), so the model sees at 224 px or at its
-196 px local crops what it saw during pre-training.
+blocks and final LayerNorm. transformers 5 resizes position embeddings to an output *size*; DINOv2
+resizes by a *scale factor* of ``(n + 0.1) / 37`` (``interpolate_offset`` 0.1, facebookresearch/dino issue
+#8), and DINOv2's register models resize to a size with anti-aliasing. The two rules give different
+features at any resolution other than the native one (518 px for RAD-DINO); following DINOv2, the model sees
+at 224 px, or at pre-training's 196 px local crops, what DINOv2 training showed it.
 """
 
 from __future__ import annotations
