@@ -3,7 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from synthetic_sets import SyntheticSet
+import numpy as np
+from synthetic_sets import SyntheticSet, write_csv, write_embeddings
 from typer.testing import CliRunner
 
 from raddino.cli import app
@@ -90,3 +91,34 @@ def test_knn_and_search_commands(synthetic_set: SyntheticSet, tmp_path: Path) ->
     result = runner.invoke(app, ["search", str(synthetic_set.informative), "no-such-image"])
     assert result.exit_code == 2
     assert "neither an id" in result.output
+
+
+def test_metadata_command_with_user_bin_edges(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [
+        {"path": f"{index}.png", "id": str(index), "weight": str(50 + index)} for index in range(40)
+    ]
+    manifest = write_csv(tmp_path / "m.csv", rows)
+    vectors = np.arange(40, dtype=np.float32)[:, None].repeat(4, axis=1)
+    embeddings = write_embeddings(
+        tmp_path / "e.parquet", [str(index) for index in range(40)], {"cls": vectors}
+    )
+    result = runner.invoke(
+        app,
+        [
+            "metadata",
+            str(manifest),
+            "--embeddings",
+            str(embeddings),
+            "--target",
+            "weight",
+            "--out",
+            str(tmp_path / "o"),
+            "--set",
+            "bins.weight=[70]",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "o" / "metadata.json").read_text())
+    assert payload["targets"]["weight"]["classes"] == ["<70", "≥70"]
+    assert payload["targets"]["weight"]["counts"] == [20, 20]
+    assert payload["summary"]["accuracy/weight"]["mean"] > 0.9

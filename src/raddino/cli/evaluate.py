@@ -152,3 +152,36 @@ def search(
 
     values = {"embeddings": embeddings, "query": query, "k": k, "model": model, "out": out, "device": device}
     _run(SearchConfig, config, overrides, values, run_search)
+
+
+@app.command()
+def metadata(
+    input: Annotated[str, typer.Argument(help="Manifest CSV with metadata columns (sex, age, weight, bmi).")],
+    model: ModelOption = None,
+    embeddings: EmbeddingsOption = None,
+    out: OutOption = None,
+    targets: Annotated[
+        list[str] | None, typer.Option("--target", help="Column to predict (repeatable).")
+    ] = None,
+    folds: Annotated[int | None, typer.Option(help="Cross-validation folds (paper: 5).")] = None,
+    binning: Annotated[str | None, typer.Option(help="edges (default bins) or quantile.")] = None,
+    cache_dir: CacheOption = None,
+    device: DeviceOption = None,
+    config: ConfigOption = None,
+    overrides: OverrideOption = None,
+) -> None:
+    """Patient metadata from frozen embeddings: logistic regression, k-fold accuracy mean ± std."""
+    from raddino.evaluate.metadata import MetadataConfig, run_metadata
+
+    values = {
+        "input": input,
+        "out": out,
+        "features.model": model,
+        "features.embeddings": embeddings,
+        "features.cache_dir": cache_dir,
+        "features.device": device,
+        "targets": targets or None,
+        "folds": folds,
+        "binning": binning,
+    }
+    _run(MetadataConfig, config, overrides, values, run_metadata)
