@@ -122,3 +122,34 @@ def test_metadata_command_with_user_bin_edges(tmp_path: Path) -> None:
     assert payload["targets"]["weight"]["classes"] == ["<70", "≥70"]
     assert payload["targets"]["weight"]["counts"] == [20, 20]
     assert payload["summary"]["accuracy/weight"]["mean"] > 0.9
+
+
+def test_compare_command_on_probe_outputs(synthetic_set: SyntheticSet, tmp_path: Path) -> None:
+    for name in ("informative", "random"):
+        result = runner.invoke(
+            app,
+            [
+                "probe",
+                str(synthetic_set.manifest),
+                "--embeddings",
+                str(getattr(synthetic_set, name)),
+                "--seed",
+                "0",
+                "--epochs",
+                "10",
+                "--out",
+                str(tmp_path / name),
+                "--set",
+                "figure=false",
+                "--set",
+                "lrs=[0.05]",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app,
+        ["compare", str(tmp_path / "informative"), str(tmp_path / "random"), "--out", str(tmp_path / "cmp")],
+    )
+    assert result.exit_code == 0, result.output
+    table = json.loads((tmp_path / "cmp" / "compare.json").read_text())["tables"]["probe"]
+    assert table["best"]["macro_auprc"] == "informative"

@@ -185,3 +185,23 @@ def metadata(
         "binning": binning,
     }
     _run(MetadataConfig, config, overrides, values, run_metadata)
+
+
+@app.command()
+def compare(
+    results: Annotated[list[str], typer.Argument(help="Result JSON files or folders holding them.")],
+    out: OutOption = None,
+    names: Annotated[
+        list[str] | None, typer.Option("--name", help="Row name per result file, in order.")
+    ] = None,
+    columns: Annotated[
+        list[str] | None, typer.Option("--column", help="Metric to show (repeatable).")
+    ] = None,
+    config: ConfigOption = None,
+    overrides: OverrideOption = None,
+) -> None:
+    """Tables of several encoders' results: best per column in bold, Δ to the runner-up."""
+    from raddino.evaluate.compare import CompareConfig, run_compare
+
+    values = {"results": results, "out": out, "names": names or None, "columns": columns or None}
+    _run(CompareConfig, config, overrides, values, run_compare)
