@@ -13,7 +13,9 @@ from pathlib import Path
 from raddino.io.dicom import VoiMode, read_dicom
 from raddino.io.errors import ImageReadError
 from raddino.io.raster import read_raster
-from raddino.io.record import MIN_SIDE, ImageFormat, XrayImage, resolve_max_pixels
+from raddino.io.record import MIN_SIDE, ImageFormat, ReadRecord, XrayImage, resolve_max_pixels
+
+__all__ = ["MIN_SIDE", "ImageReadError", "ReadRecord", "XrayImage", "read_image", "sniff_format"]
 
 _SIGNATURES: tuple[tuple[bytes, ImageFormat], ...] = (
     (b"\x89PNG\r\n\x1a\n", "png"),
