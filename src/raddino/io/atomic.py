@@ -54,9 +54,12 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 def atomic_open(target: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary file for writing that replaces ``target`` when the block ends without error."""
     binary = "b" in mode
-    with atomic_path(target) as temporary, open(  # the file must close before the rename
-        temporary, mode, encoding=None if binary else encoding, newline=None if binary else ""
-    ) as handle:
+    with (
+        atomic_path(target) as temporary,
+        open(  # the file must close before the rename
+            temporary, mode, encoding=None if binary else encoding, newline=None if binary else ""
+        ) as handle,
+    ):
         yield handle
         handle.flush()
         os.fsync(handle.fileno())
