@@ -153,3 +153,25 @@ def test_compare_command_on_probe_outputs(synthetic_set: SyntheticSet, tmp_path:
     assert result.exit_code == 0, result.output
     table = json.loads((tmp_path / "cmp" / "compare.json").read_text())["tables"]["probe"]
     assert table["best"]["macro_auprc"] == "informative"
+
+
+def test_segment_command_checks_its_settings(tmp_path: Path) -> None:
+    manifest = write_csv(tmp_path / "m.csv", [{"path": "a.png", "mask_left_lung": "a_mask.png"}])
+    result = runner.invoke(app, ["segment", str(manifest), "--head", "unet", "--model", "preset:test"])
+    assert result.exit_code == 2
+    assert "heads" in result.output
+    result = runner.invoke(
+        app,
+        [
+            "segment",
+            str(manifest),
+            "--model",
+            "preset:test",
+            "--set",
+            "training.hflip=true",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "left_lung" in result.output

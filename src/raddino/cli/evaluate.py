@@ -205,3 +205,38 @@ def compare(
 
     values = {"results": results, "out": out, "names": names or None, "columns": columns or None}
     _run(CompareConfig, config, overrides, values, run_compare)
+
+
+@app.command()
+def segment(
+    input: Annotated[str, typer.Argument(help="Manifest CSV with image paths and mask_* columns.")],
+    model: ModelOption = None,
+    out: OutOption = None,
+    structures: Annotated[
+        list[str] | None, typer.Option("--structure", help="Mask column (repeatable; default: every mask_*).")
+    ] = None,
+    heads: Annotated[
+        list[str] | None, typer.Option("--head", help="linear, vitdet or upernet (repeatable).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (paper: 100).")] = None,
+    fewshot: Annotated[
+        list[int] | None, typer.Option("--fewshot", help="Few-shot training-set size (repeatable).")
+    ] = None,
+    device: DeviceOption = None,
+    config: ConfigOption = None,
+    overrides: OverrideOption = None,
+) -> None:
+    """Segmentation heads on a frozen encoder: Dice per structure, masks and overlays, few-shot curve."""
+    from raddino.evaluate.segment import SegmentConfig, run_segment
+
+    values = {
+        "input": input,
+        "model": model,
+        "out": out,
+        "structures": structures or None,
+        "heads": heads or None,
+        "training.epochs": epochs,
+        "fewshot": fewshot or None,
+        "device": device,
+    }
+    _run(SegmentConfig, config, overrides, values, run_segment)
