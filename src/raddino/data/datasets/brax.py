@@ -25,7 +25,7 @@ from raddino.data.datasets.schema import (
     chexpert_value,
     image_row,
 )
-from raddino.data.datasets.tables import TableSpec, find_metadata, read_table
+from raddino.data.datasets.tables import TableSpec, find_metadata, iter_table
 
 SOURCE = "brax"
 SPEC = TableSpec(
@@ -60,7 +60,7 @@ def build(
     manifest = DatasetManifest(SOURCE, [], list(CHEXPERT_FINDINGS.values()))
     candidates: list[tuple[str, str]] = []
     base = str(root)
-    for line, record in read_table(sheet, SPEC):
+    for line, record in iter_table(sheet, SPEC):
         where = f"{sheet}: line {line}"
         relative = record.get(column, "").strip()
         if not relative:

@@ -20,7 +20,7 @@ from pathlib import Path
 from raddino.data.datasets.findings import CANDID_LABEL_COLUMNS
 from raddino.data.datasets.images import ImageIndex
 from raddino.data.datasets.schema import DatasetManifest, Problem, image_row
-from raddino.data.datasets.tables import TableSpec, find_metadata, read_table
+from raddino.data.datasets.tables import TableSpec, find_metadata, iter_table
 
 SOURCE = "candid-ptx"
 # The releases' full headers are not documented beyond these columns (the report file also carries the
@@ -58,7 +58,7 @@ def build(root: Path, metadata: Sequence[Path] = ()) -> DatasetManifest:
     masks: dict[str, dict[str, list[str]]] = {column: defaultdict(list) for column in CANDID_LABEL_COLUMNS}
     patient_of: dict[str, str] = {}
     order: dict[str, None] = {}
-    for _, record in read_table(reports, PNEUMOTHORAX_SPEC):
+    for _, record in iter_table(reports, PNEUMOTHORAX_SPEC):
         image = record["SOPInstanceUID"].strip()
         order[image] = None
         match = _PATIENT.match(record.get("filename", "").strip())
@@ -76,7 +76,7 @@ def build(root: Path, metadata: Sequence[Path] = ()) -> DatasetManifest:
         files = find_metadata(root, metadata, spec, required=False)
         found[column] = bool(files)
         for file in files:
-            for _, record in read_table(file, spec):
+            for _, record in iter_table(file, spec):
                 image = record["anon_SOPUID"].strip()
                 if image not in order:
                     manifest.problems.append(Problem(image, "metadata", f"listed in {file.name} only"))

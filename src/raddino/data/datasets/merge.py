@@ -106,6 +106,8 @@ def merge_manifests(
             elif frontal_only and not _is_frontal(row):
                 dropped[source][NOT_FRONTAL] += 1
             else:
+                if not row.get("frontal"):  # plain manifests: derive the flag from the view when there is one
+                    row["frontal"] = frontal_flag(canonical_view(row.get("view")))
                 seen_paths.add(row["path"])
                 if row["id"] in seen_ids:  # ids of plain manifests may repeat across files
                     row["id"] = f"{source}/{row['id']}"

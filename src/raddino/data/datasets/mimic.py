@@ -29,7 +29,7 @@ from raddino.data.datasets.schema import (
     chexpert_value,
     image_row,
 )
-from raddino.data.datasets.tables import TableSpec, find_metadata, iter_table, read_table
+from raddino.data.datasets.tables import TableSpec, find_metadata, iter_table
 
 SOURCE = "mimic-cxr"
 METADATA_SPEC = TableSpec(
@@ -114,7 +114,7 @@ def build(
             split_of[record["dicom_id"]] = _SPLITS[record["split"]]
     labels_of: dict[str, dict[str, str]] = {}
     for file in find_metadata(root, metadata, LABELS_SPEC, required=False):
-        for line, record in read_table(file, LABELS_SPEC):
+        for line, record in iter_table(file, LABELS_SPEC):
             labels_of[record["study_id"]] = {
                 column: chexpert_value(record[name], file, line, name)
                 for name, column in CHEXPERT_FINDINGS.items()

@@ -25,7 +25,7 @@ from raddino.data.datasets.schema import (
     canonical_view,
     image_row,
 )
-from raddino.data.datasets.tables import TableSpec, find_metadata, read_table
+from raddino.data.datasets.tables import TableSpec, find_metadata, iter_table
 
 SOURCE = "nih-cxr"
 ENTRY_SPEC = TableSpec(
@@ -67,7 +67,7 @@ def _split_lists(root: Path, metadata: Sequence[Path]) -> dict[str, str]:
 def _boxes(root: Path, metadata: Sequence[Path]) -> dict[str, list[dict[str, object]]]:
     boxes: dict[str, list[dict[str, object]]] = defaultdict(list)
     for file in find_metadata(root, metadata, BOX_SPEC, required=False):
-        for line, record in read_table(file, BOX_SPEC):
+        for line, record in iter_table(file, BOX_SPEC):
             name = record["Finding Label"].strip()
             if name not in NIH_FINDINGS:
                 raise DatasetError(f"{file}: line {line}: unknown finding {name!r}")
@@ -95,7 +95,7 @@ def build(root: Path, metadata: Sequence[Path] = ()) -> DatasetManifest:
     index = ImageIndex(root, (".png",))
     manifest = DatasetManifest(SOURCE, [], list(NIH_LABEL_COLUMNS), ["boxes"], multi_hot=True)
     names: set[str] = set()
-    for line, record in read_table(entry_file, ENTRY_SPEC):
+    for line, record in iter_table(entry_file, ENTRY_SPEC):
         name = record["Image Index"].strip()
         names.add(name)
         positives = []

@@ -1,9 +1,10 @@
 """PadChest (Bustos et al. 2020): ``PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv``.
 
-Images are 16-bit PNGs in 54 archives named by the CSV's ``ImageDir`` (``0.zip`` ... ``54.zip``), unpacked
+Images are 16-bit PNGs in archives named by the CSV's ``ImageDir`` (``0.zip``, ``1.zip``, ...), unpacked
 either into ``ROOT/<ImageDir>/<ImageID>`` or all into ``ROOT/<ImageID>``; the layout is detected. The
 ``Labels`` column is a Python-style list of terms (``['pleural effusion', 'cardiomegaly']``); every term
-becomes a 0/1 column (see ``findings.padchest_column``), and rows whose ``Labels`` is empty stay unlabelled.
+becomes a 0/1 column (see ``findings.padchest_column``); rows whose ``Labels`` holds no term stay
+unlabelled (empty cells).
 ``Projection`` gives the view; age is the study year minus ``PatientBirth``. No official split.
 """
 
@@ -66,7 +67,7 @@ SPEC = TableSpec(
 
 
 def parse_labels(text: str, where: str) -> list[str] | None:
-    """The label terms of one ``Labels`` cell; ``None`` when the cell is empty (unlabelled image).
+    """The label terms of one ``Labels`` cell; ``None`` when it holds no term (unlabelled image).
 
     Raises:
         DatasetError: naming ``where`` when the cell is not a list of strings.
@@ -80,7 +81,9 @@ def parse_labels(text: str, where: str) -> list[str] | None:
         raise DatasetError(f"{where}: Labels {text[:80]!r} is not a list of terms") from error
     if not isinstance(terms, list) or not all(isinstance(term, str) for term in terms):
         raise DatasetError(f"{where}: Labels {text[:80]!r} is not a list of terms")
-    return [term.strip() for term in terms if term.strip()]
+    kept = [term.strip() for term in terms if term.strip()]
+    # 777 rows say [''] : no term at all is no label, not a negative ("normal" is PadChest's negative).
+    return kept or None
 
 
 def _age(record: dict[str, str]) -> str:

@@ -29,7 +29,7 @@ from raddino.data.datasets.schema import (
     frontal_flag,
     image_row,
 )
-from raddino.data.datasets.tables import TableSpec, find_metadata, read_table
+from raddino.data.datasets.tables import TableSpec, find_metadata, iter_table
 
 SOURCE = "rsna-pneumonia"
 LABELS_SPEC = TableSpec(
@@ -87,7 +87,7 @@ def build(root: Path, metadata: Sequence[Path] = (), *, read_headers: bool = Tru
     (labels_file,) = find_metadata(root, metadata, LABELS_SPEC)[:1]
     target: dict[str, str] = {}
     boxes: dict[str, list[dict[str, float]]] = {}
-    for line, record in read_table(labels_file, LABELS_SPEC):
+    for line, record in iter_table(labels_file, LABELS_SPEC):
         patient = record["patientId"].strip()
         value = record["Target"].strip()
         if value not in ("0", "1"):
@@ -99,13 +99,13 @@ def build(root: Path, metadata: Sequence[Path] = (), *, read_headers: bool = Tru
     classes = {
         record["patientId"].strip(): record["class"].strip()
         for file in find_metadata(root, metadata, CLASS_SPEC, required=False)
-        for _, record in read_table(file, CLASS_SPEC)
+        for _, record in iter_table(file, CLASS_SPEC)
     }
     header_files = find_metadata(root, metadata, HEADER_SPEC, required=False)
     headers = {
         record["PatientID"].strip(): record
         for file in header_files
-        for _, record in read_table(file, HEADER_SPEC)
+        for _, record in iter_table(file, HEADER_SPEC)
     }
     manifest = DatasetManifest(SOURCE, [], ["pneumonia"], ["rsna_class", "boxes"])
     candidates = []

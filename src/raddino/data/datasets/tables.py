@@ -119,11 +119,6 @@ def iter_table(path: str | Path, spec: TableSpec) -> Iterator[tuple[int, dict[st
         raise DatasetError(f"{path}: cannot read as CSV: {error}") from error
 
 
-def read_table(path: str | Path, spec: TableSpec) -> list[tuple[int, dict[str, str]]]:
-    """All rows of :func:`iter_table` as a list."""
-    return list(iter_table(path, spec))
-
-
 def find_metadata(
     root: Path, given: Sequence[Path], spec: TableSpec, *, required: bool = True, depth: int = 2
 ) -> list[Path]:

@@ -25,7 +25,7 @@ from pathlib import Path
 from raddino.data.datasets.findings import VINDR_FINDINGS, VINDR_LABEL_COLUMNS, VINDR_LABELS
 from raddino.data.datasets.images import pick_layout
 from raddino.data.datasets.schema import DatasetError, DatasetManifest, image_row
-from raddino.data.datasets.tables import TableSpec, find_metadata, read_table
+from raddino.data.datasets.tables import TableSpec, find_metadata, iter_table
 
 SOURCE = "vindr-cxr"
 LABELS_SPEC = TableSpec(
@@ -69,7 +69,7 @@ def build(root: Path, metadata: Sequence[Path] = (), *, min_votes: int = 2) -> D
     columns: dict[str, None] = {}
     for file in label_files:
         split = _split_of(file)
-        for line, record in read_table(file, LABELS_SPEC):
+        for line, record in iter_table(file, LABELS_SPEC):
             key = (split, record["image_id"].strip())
             reader = (record.get("rad_id") or record.get("rad_ID") or "consensus").strip()
             readers[key].add(reader)
@@ -85,7 +85,7 @@ def build(root: Path, metadata: Sequence[Path] = (), *, min_votes: int = 2) -> D
     boxes: dict[tuple[str, str], list[dict[str, object]]] = defaultdict(list)
     for file in box_files:
         split = _split_of(file)
-        for line, record in read_table(file, BOXES_SPEC):
+        for line, record in iter_table(file, BOXES_SPEC):
             key = (split, record["image_id"].strip())
             name = record["class_name"].strip()
             if name not in VINDR_FINDINGS:
