@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "raddino.cli.manifest",
     "raddino.cli.demo",
     "raddino.cli.evaluate",
+    "raddino.cli.report",
 )
 
 for _module in COMMAND_MODULES:

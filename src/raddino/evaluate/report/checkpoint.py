@@ -1,0 +1,114 @@
+"""Saving and loading a report generator: the finished model folder and the resumable training state.
+
+A trained folder holds ``report_model.json`` (encoder, layer, prompt, sizes), ``projector.safetensors`` and
+``language_model/`` (a transformers folder with its tokenizer; absent when only the projector was trained,
+then ``report_model.json`` names the language model it was trained on). ``checkpoint/`` holds the same plus
+``trainer.pt`` (optimiser, schedule, step, RNG); it is written beside and swapped in, so a crash while
+saving leaves the previous checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedTokenizerBase
+
+from raddino.evaluate.report.language_model import load_language_model
+from raddino.evaluate.report.model import Projector, ReportGenerator, embedding_width
+from raddino.io.atomic import atomic_write_text
+
+MODEL_FILE = "report_model.json"
+
+
+@dataclass
+class ReportModelInfo:
+    """What a trained report generator needs besides its weights."""
+
+    encoder: str
+    """The frozen encoder whose tokens it reads (transformers folder, DINOv2 file, preset or hub id)."""
+    layer: int
+    vision_dim: int
+    num_image_tokens: int
+    prompt: str
+    max_report_tokens: int
+    language_model: str
+    """``language_model`` (the folder inside) or, for a projector-only run, the LM it was trained on."""
+
+
+def save_report_model(
+    model: ReportGenerator,
+    tokenizer: PreTrainedTokenizerBase,
+    info: ReportModelInfo,
+    folder: Path,
+    save_language_model: bool,
+) -> None:
+    """Write the projector, the language model (when trained) and ``report_model.json`` into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {name: tensor.detach().cpu().contiguous() for name, tensor in model.projector.state_dict().items()},
+        str(folder / "projector.safetensors"),
+    )
+    if save_language_model:
+        model.language_model.save_pretrained(str(folder / "language_model"))
+        tokenizer.save_pretrained(str(folder / "language_model"))
+        info = ReportModelInfo(**{**asdict(info), "language_model": "language_model"})
+    # written last: its presence marks a complete folder
+    atomic_write_text(folder / MODEL_FILE, json.dumps(asdict(info), indent=2))
+
+
+def read_model_info(folder: str | Path) -> ReportModelInfo:
+    """The ``report_model.json`` of a trained folder."""
+    path = Path(folder) / MODEL_FILE
+    if not path.is_file():
+        raise ValueError(
+            f"{folder}: not a trained report model (no {MODEL_FILE}); run `raddino report train`"
+        )
+    return ReportModelInfo(**json.loads(path.read_text(encoding="utf-8")))
+
+
+def load_report_model(folder: str | Path) -> tuple[ReportGenerator, PreTrainedTokenizerBase, ReportModelInfo]:
+    """A trained report generator, its tokenizer and its info, from a folder written by training."""
+    folder = Path(folder)
+    info = read_model_info(folder)
+    source = folder / info.language_model if info.language_model == "language_model" else info.language_model
+    language_model, tokenizer = load_language_model(source)
+    projector = Projector(info.vision_dim, embedding_width(language_model))
+    projector.load_state_dict(load_file(str(folder / "projector.safetensors")))
+    return ReportGenerator(projector, language_model), tokenizer, info
+
+
+def save_checkpoint(
+    out: Path,
+    model: ReportGenerator,
+    tokenizer: PreTrainedTokenizerBase,
+    info: ReportModelInfo,
+    trainer_state: dict[str, Any],
+    save_language_model: bool,
+) -> Path:
+    """Write ``out/checkpoint`` whole: into a fresh folder first, then swapped in."""
+    target = out / "checkpoint"
+    staging = out / "checkpoint.saving"
+    previous = out / "checkpoint.previous"
+    shutil.rmtree(staging, ignore_errors=True)
+    save_report_model(model, tokenizer, info, staging, save_language_model)
+    torch.save(trainer_state, staging / "trainer.pt")
+    if target.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        target.rename(previous)
+    staging.rename(target)
+    shutil.rmtree(previous, ignore_errors=True)
+    return target
+
+
+def find_checkpoint(out: Path) -> Path | None:
+    """The latest complete checkpoint of a run (the previous one if a swap was interrupted)."""
+    for candidate in (out / "checkpoint", out / "checkpoint.previous"):
+        if (candidate / "trainer.pt").is_file() and (candidate / MODEL_FILE).is_file():
+            return candidate
+    return None
