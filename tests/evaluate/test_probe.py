@@ -48,6 +48,42 @@ def test_heads_trained_together_equal_heads_trained_alone() -> None:
     assert not torch.allclose(together.heads[0].weight, together.heads[1].weight)
 
 
+def test_batched_heads_match_torch_adamw_with_a_cosine_schedule() -> None:
+    import math
+    import zlib
+
+    rng = np.random.default_rng(1)
+    features = torch.from_numpy(rng.normal(size=(30, 5)).astype(np.float32))
+    labels = torch.from_numpy((rng.random((30, 3)) < 0.4).astype(np.float32))
+    labels[::4, 2] = float("nan")
+    training = HeadTraining(epochs=4, batch_size=7, weight_decay=0.05, standardize=False)
+    spec = HeadSpec("cls", 3e-2)
+    ours = train_linear_heads({"cls": features}, labels, [spec], training, seed=2, progress=False).heads[0]
+    # The reference: nn.Linear + torch.optim.AdamW + LambdaLR, same init and batch order.
+    reference = torch.nn.Linear(5, 3)
+    init = torch.Generator().manual_seed(2 * 1_000_003 + zlib.crc32(spec.name.encode()))
+    with torch.no_grad():
+        reference.weight.copy_(torch.randn(3, 5, generator=init) * 0.01)
+        reference.bias.zero_()
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=spec.lr, weight_decay=0.05)
+    total = 4 * math.ceil(30 / 7)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total))
+    )
+    order_generator = torch.Generator().manual_seed(2)
+    for _ in range(4):
+        order = torch.randperm(30, generator=order_generator)
+        for start in range(0, 30, 7):
+            batch = order[start : start + 7]
+            loss = masked_bce(reference(features[batch]), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    assert torch.allclose(ours.weight, reference.weight, atol=1e-5)
+    assert torch.allclose(ours.bias, reference.bias, atol=1e-5)
+
+
 def test_feature_choices_concatenate_and_unknown_names_fail(synthetic_set: SyntheticSet) -> None:
     table = FeatureTable.load(synthetic_set.informative, ["cls+patch_mean"])
     assert table.matrix("cls+patch_mean").shape == (160, 32)
