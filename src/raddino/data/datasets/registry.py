@@ -29,7 +29,6 @@ from raddino.data.datasets.schema import DatasetError, DatasetManifest, Problem
 from raddino.data.datasets.splits import assign_subject_splits, subjects_in_several_splits
 from raddino.io.atomic import atomic_open
 from raddino.io.failures import ERROR_COLUMNS
-from raddino.io.manifest import write_manifest
 
 
 @dataclass(frozen=True)
@@ -144,7 +143,12 @@ def write_dataset_manifest(
                 row[column] = relative_to_folder(row[column], folder)
             yield row
 
-    write_manifest(relative_rows(), out, manifest.columns)
+    # Streamed row by row rather than through io.manifest.write_manifest, which lists its rows first:
+    # PadChest expanded to its 193 finding columns would take gigabytes as a list.
+    with atomic_open(out, "w") as handle:
+        table = csv.DictWriter(handle, fieldnames=manifest.columns, extrasaction="raise")
+        table.writeheader()
+        table.writerows(relative_rows())
     # Written in one go (not through FailureLog, which syncs every line for long runs): a partial download
     # can leave 100k rows to report.
     errors_path = Path(errors) if errors else out.with_name(out.stem + ".errors.csv")
