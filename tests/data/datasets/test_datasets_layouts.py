@@ -72,7 +72,7 @@ def test_mimic_dicom_layout_uses_the_record_list_and_gzipped_files(tmp_path: Pat
         (root / name).unlink()
     _mimic_tree(root, ".dcm")
     manifest = build_manifest("mimic-cxr", root)
-    assert "layout: dicom" in manifest.notes
+    assert "layout: dicom (6 images)" in manifest.notes
     assert len(manifest.rows) == 6
     assert not manifest.problems
     assert all(row["path"].endswith(".dcm") for row in manifest.rows)
@@ -119,6 +119,7 @@ def test_chexpert_train_valid_and_test_files_with_either_root(tmp_path: Path) ->
     )
     assert rows["test/patient64741/study1/view1_frontal"]["cardiomegaly"] == "1"
     assert rows["val/patient64541/study1/view1_frontal"]["study_id"] == "patient64541/study1"
+    assert subjects_in_several_splits(manifest.rows) == {}  # the official splits are patient-wise
 
 
 def _data_lines(path: Path) -> list[str]:

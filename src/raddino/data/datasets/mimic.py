@@ -75,6 +75,14 @@ def _image_relative(subject: str, study: str, dicom_id: str, extension: str) -> 
     return f"files/p{subject[:2]}/p{subject}/s{study}/{dicom_id}{extension}"
 
 
+def _age(patient: dict[str, str], study_date: str) -> str:
+    """Age at the study: MIMIC-IV's ``anchor_age`` at ``anchor_year``, both shifted like ``StudyDate``."""
+    try:
+        return canonical_age(int(patient["anchor_age"]) + int(study_date[:4]) - int(patient["anchor_year"]))
+    except (KeyError, ValueError):
+        return ""
+
+
 def build(
     root: Path, metadata: Sequence[Path] = (), *, layout: Literal["auto", "jpg", "dicom"] = "auto"
 ) -> DatasetManifest:
@@ -93,17 +101,11 @@ def build(
             "pass them with --metadata"
         )
     manifest = DatasetManifest(SOURCE, [], list(CHEXPERT_FINDINGS.values()))
-    records = {
-        record["dicom_id"]: record for file in record_files for _, record in iter_table(file, RECORDS_SPEC)
+    dicom_path_of = {
+        record["dicom_id"]: record["path"]
+        for file in record_files
+        for _, record in iter_table(file, RECORDS_SPEC)
     }
-    images: list[dict[str, str]] = []
-    if meta_files:
-        images = [record for _, record in iter_table(meta_files[0], METADATA_SPEC)]
-        manifest.notes.append(f"read {meta_files[0]} ({len(images)} images)")
-    else:
-        images = [{**record, "ViewPosition": ""} for record in records.values()]
-        manifest.notes.append("no metadata file: views unknown (ViewPosition comes from the metadata file)")
-
     split_of: dict[str, str] = {}
     for file in find_metadata(root, metadata, SPLIT_SPEC, required=False):
         for line, record in iter_table(file, SPLIT_SPEC):
@@ -128,45 +130,46 @@ def build(
         if not table:
             manifest.notes.append(f"no {name} file found: those columns are left empty")
 
-    candidates = []
+    if meta_files:
+        images = (record for _, record in iter_table(meta_files[0], METADATA_SPEC))
+        manifest.notes.append(f"read {meta_files[0]}")
+    else:
+        images = (
+            {**record, "ViewPosition": ""}
+            for file in record_files
+            for _, record in iter_table(file, RECORDS_SPEC)
+        )
+        manifest.notes.append("no metadata file: views unknown (ViewPosition comes from the metadata file)")
+    # Rows are built as the metadata streams in (377k of them); the DICOM path of each is kept aside
+    # until the layout on disk is known.
     base = str(root)
+    dicom_paths: list[str] = []
     for image in images:
         subject, study, dicom_id = image["subject_id"], image["study_id"], image["dicom_id"]
-        dicom_path = records[dicom_id]["path"] if dicom_id in records else None
-        candidates.append(
-            (
-                os.path.join(base, _image_relative(subject, study, dicom_id, ".jpg")),
-                os.path.join(base, dicom_path or _image_relative(subject, study, dicom_id, ".dcm")),
-            )
-        )
-    chosen = {"jpg": 0, "dicom": 1}.get(layout, -1)
-    if chosen < 0:
-        chosen = pick_layout(candidates)
-    manifest.notes.append(f"layout: {'jpg' if chosen == 0 else 'dicom'}")
-
-    for image, options in zip(images, candidates, strict=True):
-        subject, study = image["subject_id"], image["study_id"]
         patient = patients.get(subject, {})
-        age = ""
-        if patient and image.get("StudyDate", "")[:4].isdigit():
-            try:
-                age = canonical_age(
-                    int(patient["anchor_age"]) + int(image["StudyDate"][:4]) - int(patient["anchor_year"])
-                )
-            except ValueError:
-                age = ""
         manifest.rows.append(
             image_row(
                 source=SOURCE,
-                native_id=image["dicom_id"],
-                path=options[chosen],
+                native_id=dicom_id,
+                path=os.path.join(base, _image_relative(subject, study, dicom_id, ".jpg")),
                 subject_id=subject,
                 study_id=study,
                 view=canonical_view(image["ViewPosition"]),
-                split=split_of.get(image["dicom_id"], ""),
+                split=split_of.get(dicom_id, ""),
                 sex=canonical_sex(patient.get("gender")),
-                age=age,
+                age=_age(patient, image.get("StudyDate", "")),
                 labels=labels_of.get(study),
             )
         )
+        relative = dicom_path_of.get(dicom_id) or _image_relative(subject, study, dicom_id, ".dcm")
+        dicom_paths.append(os.path.join(base, relative))
+    chosen = {"jpg": 0, "dicom": 1}.get(layout, -1)
+    if chosen < 0:
+        chosen = pick_layout(
+            [(row["path"], dicom) for row, dicom in zip(manifest.rows, dicom_paths, strict=True)]
+        )
+    if chosen == 1:
+        for row, dicom in zip(manifest.rows, dicom_paths, strict=True):
+            row["path"] = dicom
+    manifest.notes.append(f"layout: {'jpg' if chosen == 0 else 'dicom'} ({len(manifest.rows)} images)")
     return manifest

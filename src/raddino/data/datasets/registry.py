@@ -39,27 +39,25 @@ class DatasetAdapter:
         name: Command-line name and ``source`` value (``nih-cxr``).
         title: The dataset's published name.
         build: ``build(root, metadata, **options) -> DatasetManifest``.
-        role: ``pretraining`` (part of the release's training data) or ``evaluation``.
     """
 
     name: str
     title: str
     build: Callable[..., DatasetManifest]
-    role: str
 
 
 DATASETS: dict[str, DatasetAdapter] = {
     adapter.name: adapter
     for adapter in (
-        DatasetAdapter("mimic-cxr", "MIMIC-CXR", mimic.build, "pretraining"),
-        DatasetAdapter("chexpert", "CheXpert", chexpert.build, "pretraining"),
-        DatasetAdapter("nih-cxr", "NIH ChestX-ray14", nih.build, "pretraining"),
-        DatasetAdapter("padchest", "PadChest", padchest.build, "pretraining"),
-        DatasetAdapter("brax", "BRAX", brax.build, "pretraining"),
-        DatasetAdapter("vindr-cxr", "VinDr-CXR", vindr_cxr.build, "evaluation"),
-        DatasetAdapter("rsna-pneumonia", "RSNA Pneumonia", rsna.build, "evaluation"),
-        DatasetAdapter("candid-ptx", "CANDID-PTX", candid_ptx.build, "evaluation"),
-        DatasetAdapter("vindr-ribcxr", "VinDr-RibCXR", vindr_ribcxr.build, "evaluation"),
+        DatasetAdapter("mimic-cxr", "MIMIC-CXR", mimic.build),
+        DatasetAdapter("chexpert", "CheXpert", chexpert.build),
+        DatasetAdapter("nih-cxr", "NIH ChestX-ray14", nih.build),
+        DatasetAdapter("padchest", "PadChest", padchest.build),
+        DatasetAdapter("brax", "BRAX", brax.build),
+        DatasetAdapter("vindr-cxr", "VinDr-CXR", vindr_cxr.build),
+        DatasetAdapter("rsna-pneumonia", "RSNA Pneumonia", rsna.build),
+        DatasetAdapter("candid-ptx", "CANDID-PTX", candid_ptx.build),
+        DatasetAdapter("vindr-ribcxr", "VinDr-RibCXR", vindr_ribcxr.build),
     )
 }
 
