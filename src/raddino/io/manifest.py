@@ -172,9 +172,13 @@ def load_inputs(source: str | Path) -> Manifest:
 def write_manifest(
     rows: Iterable[Mapping[str, object]], path: str | Path, columns: Sequence[str] | None = None
 ) -> Path:
-    """Write rows as a manifest CSV, atomically. ``columns`` defaults to the union in first-seen order."""
-    rows = list(rows)
+    """Write rows as a manifest CSV, atomically.
+
+    ``columns`` defaults to the union of the rows' keys in first-seen order, which needs every row in memory;
+    pass ``columns`` to stream rows from a generator.
+    """
     if columns is None:
+        rows = list(rows)
         ordered: dict[str, None] = {}
         for row in rows:
             ordered.update(dict.fromkeys(row))
