@@ -125,3 +125,12 @@ def test_scoring_a_csv_without_the_columns_names_the_file(tmp_path: Path) -> Non
     path.write_text("id,text\ns0,hello\n")
     with pytest.raises(ValueError, match=r"bad\.csv: missing column\(s\) \['generated', 'reference'\]"):
         score_reports(path)
+
+
+def test_zero_image_ablation_writes_one_text_for_every_study(tiny_lm_dir: Path) -> None:
+    model, tokenizer, batch = _batch(tiny_lm_dir)
+    items = [ReportItem(f"s{i}", "", batch.image_tokens[i]) for i in range(3)]
+    blind = ReportCollator(tokenizer, prompt_layout(tokenizer, 16), "generate", zero_images=True)(items)
+    assert not blind.image_tokens.any()
+    generated = greedy_reports(model, tokenizer, blind, max_new_tokens=6)
+    assert generated[0] == generated[1] == generated[2]

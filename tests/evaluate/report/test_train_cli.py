@@ -203,3 +203,30 @@ def test_train_without_a_report_column_names_the_file_and_column(
     )
     assert result.exit_code == 2
     assert "no_reports.csv: no 'report' column" in result.output
+
+
+def test_studies_without_image_or_report_are_listed_and_training_goes_on(
+    report_manifest: Path, tiny_encoder_dir: Path, tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    rows = _csv_rows(report_manifest)
+    rows[0]["report"] = "  "
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    rows[1]["path"] = str(tmp_path / "broken.png")
+    for row in rows:
+        if row["path"] != str(tmp_path / "broken.png"):
+            row["path"] = str(report_manifest.parent / row["path"])
+    manifest = tmp_path / "studies.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "model"
+    config = _config(manifest, tiny_encoder_dir, tiny_lm_dir, out, tmp_path / "cache", epochs=1, batch_size=8)
+    summary = train_report_model(config)
+    assert summary.complete
+    assert summary.studies == 6  # 8 train rows, one without report, one unreadable image
+    assert summary.skipped_studies == 2
+    errors = _csv_rows(out / "errors.csv")
+    assert sorted(row["reason"] for row in errors) == ["empty report", "image was not embedded"]
+    assert train_report_model(config).skipped_studies == 2  # a rerun lists them once, not twice
+    assert len(_csv_rows(out / "errors.csv")) == 2

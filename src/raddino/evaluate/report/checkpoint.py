@@ -39,6 +39,8 @@ class ReportModelInfo:
     max_report_tokens: int
     language_model: str
     """``language_model`` (the folder inside) or, for a projector-only run, the LM it was trained on."""
+    zero_images: bool = False
+    """Trained (and so decoded) with zeros in place of the image tokens: the no-image ablation."""
 
 
 def save_report_model(

@@ -96,6 +96,8 @@ class ReportCollator:
         mode: ``train`` (prompt + report + eos, right-padded, labels) or ``generate`` (prompt only,
             left-padded).
         max_report_tokens: Reports are cut to this many tokens (before ``</s>``).
+        zero_images: Replace every image token by zeros: the no-image ablation, which shows how much
+            of a score the language model reaches from the prompt and report statistics alone.
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class ReportCollator:
         layout: PromptLayout,
         mode: Literal["train", "generate"] = "train",
         max_report_tokens: int = 256,
+        zero_images: bool = False,
     ) -> None:
         if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer needs an eos and a pad token")
@@ -111,6 +114,7 @@ class ReportCollator:
         self.layout = layout
         self.mode = mode
         self.max_report_tokens = max_report_tokens
+        self.zero_images = zero_images
 
     def _sequence(self, report: str) -> tuple[list[int], list[int], list[bool]]:
         layout = self.layout
@@ -147,13 +151,16 @@ class ReportCollator:
             labels[row, span] = torch.tensor(row_labels)
             attention[row, span] = 1
             image_mask[row, span] = torch.tensor(image)
+        image_tokens = torch.stack([item.image_tokens.float() for item in items])  # (B, N, D)
+        if self.zero_images:
+            image_tokens = torch.zeros_like(image_tokens)
         return ReportBatch(
             ids=[item.id for item in items],
             reports=[item.report for item in items],
             input_ids=input_ids,
             attention_mask=attention,
             image_mask=image_mask,
-            image_tokens=torch.stack([item.image_tokens.float() for item in items]),  # (B, N, D)
+            image_tokens=image_tokens,
             labels=labels if self.mode == "train" else None,
         )
 

@@ -123,13 +123,17 @@ def generate_reports(config: ReportGenerateConfig) -> ReportGenerateSummary:
     if not features.model and not features.embeddings:
         features = FeatureConfig(**{**features.__dict__, "model": info.encoder})
     failures = FailureLog(out.with_name(out.stem + "_errors.csv"))
+    failures.reset()
     dataset = load_studies(config.input, config.studies, features, info.layer, failures)
     done = _done_ids(partial) if not out.exists() else set(dataset.ids)
     pending = [index for index, row_id in enumerate(dataset.ids) if row_id not in done]
     device = pick_device(config.device, 0)
     model.to(device).eval()
     collate = ReportCollator(
-        tokenizer, prompt_layout(tokenizer, info.num_image_tokens, info.prompt), "generate"
+        tokenizer,
+        prompt_layout(tokenizer, info.num_image_tokens, info.prompt),
+        "generate",
+        zero_images=info.zero_images,
     )
     loader = DataLoader(
         torch.utils.data.Subset(dataset, pending), batch_size=config.batch_size, collate_fn=collate

@@ -12,6 +12,7 @@ import csv
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,8 @@ class ReportTrainConfig:
     trainable: Literal["projector+lm", "projector"] = "projector+lm"
     """What is trained; the encoder is always frozen (paper §4.5)."""
     prompt: str = PROMPT
+    zero_images: bool = False
+    """Ablation: zeros in place of the image tokens, to measure what the LM writes without the image."""
     learning_rate: float = 2e-5
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
@@ -134,8 +137,6 @@ def train_report_model(config: ReportTrainConfig) -> ReportTrainSummary:
         for name in ("checkpoint", "checkpoint.previous", "train_log.csv", "errors.csv", "report_model.json"):
             path = out / name
             if path.is_dir():
-                import shutil
-
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
@@ -143,6 +144,7 @@ def train_report_model(config: ReportTrainConfig) -> ReportTrainSummary:
     save_config(config, out / "train_config.yaml")
     device = pick_device(config.device, 0)
     failures = FailureLog(out / "errors.csv")
+    failures.reset()  # the selection is redone on every (re)run: list its left-out studies once
     dataset = load_studies(config.input, config.studies, config.features, config.layer, failures)
     first = dataset[0].image_tokens  # (N, D_vision)
 
@@ -164,6 +166,7 @@ def train_report_model(config: ReportTrainConfig) -> ReportTrainSummary:
             prompt=config.prompt,
             max_report_tokens=config.max_report_tokens,
             language_model=config.language_model,
+            zero_images=config.zero_images,
         )
         state = None
     train_lm = config.trainable == "projector+lm"
@@ -174,6 +177,7 @@ def train_report_model(config: ReportTrainConfig) -> ReportTrainSummary:
         prompt_layout(tokenizer, info.num_image_tokens, info.prompt),
         "train",
         config.max_report_tokens,
+        zero_images=info.zero_images,
     )
 
     steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
