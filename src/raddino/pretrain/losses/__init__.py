@@ -1,0 +1,9 @@
+"""DINOv2's three pre-training objectives, one module each: DINO (CLS), iBOT (masked patches), KoLeo."""
+
+from __future__ import annotations
+
+from raddino.pretrain.losses.dino_clstoken import DINOLoss
+from raddino.pretrain.losses.ibot_patch import iBOTPatchLoss
+from raddino.pretrain.losses.koleo import KoLeoLoss
+
+__all__ = ["DINOLoss", "KoLeoLoss", "iBOTPatchLoss"]
