@@ -84,6 +84,23 @@ def test_batched_heads_match_torch_adamw_with_a_cosine_schedule() -> None:
     assert torch.allclose(ours.bias, reference.bias, atol=1e-5)
 
 
+def test_epoch_features_replace_the_training_features_each_epoch() -> None:
+    rng = np.random.default_rng(0)
+    clean = {"cls": torch.from_numpy(rng.normal(size=(20, 4)).astype(np.float32))}
+    labels = torch.from_numpy((rng.random((20, 1)) < 0.5).astype(np.float32))
+    seen: list[int] = []
+
+    def views(epoch: int) -> dict[str, torch.Tensor]:
+        seen.append(epoch)
+        return {"cls": clean["cls"] + 0.1 * epoch}
+
+    training = HeadTraining(epochs=3, batch_size=5)
+    augmented = train_linear_heads(clean, labels, [HeadSpec("cls", 1e-2)], training, 0, False, views)
+    plain = train_linear_heads(clean, labels, [HeadSpec("cls", 1e-2)], training, 0, False)
+    assert seen == [0, 1, 2]
+    assert not torch.allclose(augmented.heads[0].weight, plain.heads[0].weight)
+
+
 def test_feature_choices_concatenate_and_unknown_names_fail(synthetic_set: SyntheticSet) -> None:
     table = FeatureTable.load(synthetic_set.informative, ["cls+patch_mean"])
     assert table.matrix("cls+patch_mean").shape == (160, 32)

@@ -62,3 +62,36 @@ def test_probe_on_an_encoder_extracts_once_and_reuses_the_cache(
     assert second.embedded_now == 0  # every image came from the cache
     assert second.seeds[0]["test"] == first.seeds[0]["test"]
     assert 0.0 <= second.summary["macro_auprc"].mean <= 1.0
+
+
+def test_augmentation_path_embeds_a_fresh_view_each_epoch(
+    labelled_pngs: Path, tiny_encoder_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from raddino.evaluate.probe_augment import AugmentedTrainFeatures
+
+    paths = sorted(labelled_pngs.parent.glob("[0-9]*.png"))[:6]
+    features = FeatureConfig(model=str(tiny_encoder_dir), batch_size=4, num_workers=0)
+    views = AugmentedTrainFeatures(paths, ["patch_mean", "cls+patch_mean"], features, seed=0)
+    first, again, second = views(0), views(0), views(1)
+    assert first["cls+patch_mean"].shape == (6, 64)
+    assert torch.equal(first["patch_mean"], again["patch_mean"])  # seeded by (seed, epoch)
+    assert not torch.allclose(first["patch_mean"], second["patch_mean"])  # a new view each epoch
+    config = ProbeConfig(
+        input=str(labelled_pngs),
+        out=str(tmp_path / "augmented"),
+        features=FeatureConfig(model=str(tiny_encoder_dir), cache_dir=str(tmp_path / "cache"), num_workers=0),
+        feature_choices=["patch_mean"],
+        lrs=[1e-2],
+        training=HeadTraining(epochs=2, batch_size=8),
+        seeds=[0],
+        augment=True,
+        split_ratios=[0.5, 0.25, 0.25],
+        progress=False,
+        figure=False,
+    )
+    result = run_probe(config)
+    assert 0.0 <= result.summary["macro_auprc"].mean <= 1.0
+    with pytest.raises(ValueError, match="augment needs method 'linear'"):
+        ProbeConfig(augment=True, method="sklearn")

@@ -22,6 +22,8 @@ class LabelledFeatures:
     """Rows that have features and at least one known label, in manifest order."""
 
     ids: list[str]
+    paths: list[Path]
+    """Image files, aligned with ``ids``."""
     names: list[str]
     """Finding (label column) names."""
     labels: np.ndarray
@@ -77,6 +79,7 @@ def load_labelled(
     splits = resolve_splits(rows, manifest.columns, split_ratios, split_seed)
     result = LabelledFeatures(
         ids=[row["id"] for row in rows],
+        paths=[manifest.resolve(row) for row in rows],
         names=names,
         labels=all_labels[keep],
         table=table,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,6 +184,7 @@ def train_linear_heads(
     training: HeadTraining,
     seed: int,
     progress: bool = True,
+    epoch_features: Callable[[int], Mapping[str, torch.Tensor]] | None = None,
 ) -> TrainedHeads:
     """Train one linear head per spec on the same shuffled mini-batches.
 
@@ -194,6 +195,8 @@ def train_linear_heads(
         training: Epochs, batch size, weight decay, standardisation.
         seed: Seeds the heads' initialisation and the batch order (the same seed gives the same heads).
         progress: Show a progress bar over epochs.
+        epoch_features: Optional ``epoch -> features`` of augmented views of the same training images,
+            used instead of ``features`` for that epoch (standardised with the statistics of ``features``).
 
     Returns:
         The trained heads.
@@ -223,7 +226,10 @@ def train_linear_heads(
     bar = tqdm(
         range(training.epochs), desc=f"probe seed {seed}", unit="epoch", disable=not progress, leave=False
     )
-    for _ in bar:
+    for epoch in bar:
+        if epoch_features is not None:
+            views = epoch_features(epoch)
+            inputs = {name: (views[name] - centers[name]) / scales[name] for name in features}
         order = torch.randperm(count, generator=generator)
         loss = 0.0
         for start in range(0, count, training.batch_size):

@@ -52,6 +52,9 @@ class ProbeConfig:
     lrs: list[float] = field(default_factory=lambda: [1e-5, 5e-5, 1e-4, 5e-4, 1e-3])
     """Learning rates of the heads (the paper's 5e-5 among them)."""
     training: HeadTraining = field(default_factory=HeadTraining)
+    augment: bool = False
+    """Light augmentation: the encoder embeds a random affine view of every training image each epoch
+    (``method: linear`` with ``features.model`` only; slow without a GPU)."""
     sklearn_cs: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
     """Inverse regularisation strengths tried in ``sklearn`` mode."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
@@ -71,6 +74,8 @@ class ProbeConfig:
             raise ValueError("feature_choices must list at least one feature")
         if self.method == "linear" and (not self.lrs or min(self.lrs) <= 0):
             raise ValueError(f"lrs must be positive numbers, got {self.lrs}")
+        if self.augment and self.method != "linear":
+            raise ValueError("augment needs method 'linear' (the scikit-learn mode fits on cached features)")
         if self.method == "sklearn" and (not self.sklearn_cs or min(self.sklearn_cs) <= 0):
             raise ValueError(f"sklearn_cs must be positive numbers, got {self.sklearn_cs}")
 
@@ -108,6 +113,12 @@ def _linear_seed(data: LabelledFeatures, config: ProbeConfig, seed: int) -> dict
         name: {c: torch.from_numpy(data.features(c, name)) for c in choices}
         for name in ("train", "val", "test")
     }
+    augmented = None
+    if config.augment:
+        from raddino.evaluate.probe_augment import AugmentedTrainFeatures
+
+        train_paths = [data.paths[int(i)] for i in data.splits.train]
+        augmented = AugmentedTrainFeatures(train_paths, choices, config.features, seed)
     trained = train_linear_heads(
         split["train"],
         torch.from_numpy(data.split_labels("train")),
@@ -115,6 +126,7 @@ def _linear_seed(data: LabelledFeatures, config: ProbeConfig, seed: int) -> dict
         config.training,
         seed,
         config.progress,
+        epoch_features=augmented,
     )
     val_scores = trained.predict(split["val"])
     val_metric = [macro(auprc_per_label(s, data.split_labels("val"), data.names)) for s in val_scores]

@@ -114,20 +114,20 @@ def load_sample(
 
 def random_affine(
     pixels: torch.Tensor,
-    masks: torch.Tensor,
+    masks: torch.Tensor | None,
     generator: torch.Generator,
     degrees: float = 10.0,
     scale: tuple[float, float] = (0.9, 1.1),
     shift: float = 0.05,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The same random rotation / scale / shift applied to images and masks.
 
     Args:
         pixels: (B, 3, H, W) preprocessed images.
-        masks: (B, C, H, W) float masks.
+        masks: (B, C, H, W) float masks, or None.
 
     Returns:
-        Transformed images (bilinear) and masks (nearest), same shapes.
+        Transformed images (bilinear) and masks (nearest; None when none were given), same shapes.
     """
     batch = pixels.shape[0]
     angle = (torch.rand(batch, generator=generator) * 2 - 1) * math.radians(degrees)
@@ -143,5 +143,6 @@ def random_affine(
     moved = (
         functional.grid_sample(pixels - background, grid, mode="bilinear", align_corners=False) + background
     )
-    moved_masks = functional.grid_sample(masks, grid, mode="nearest", align_corners=False)
-    return moved, moved_masks
+    if masks is None:
+        return moved, None
+    return moved, functional.grid_sample(masks, grid, mode="nearest", align_corners=False)

@@ -128,7 +128,9 @@ def _augmented_maps(
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     pixels = torch.stack([s.pixels for s in samples])  # (B, 3, H, W)
     masks = torch.stack([s.masks for s in samples]).float()  # (B, C, H, W)
-    pixels, masks = random_affine(pixels, masks, generator)
+    pixels, moved = random_affine(pixels, masks, generator)
+    assert moved is not None  # masks were given
+    masks = moved
     if training.hflip:
         flip = torch.rand(len(samples), generator=generator) < 0.5
         pixels[flip], masks[flip] = pixels[flip].flip(-1), masks[flip].flip(-1)
