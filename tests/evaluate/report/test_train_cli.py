@@ -173,13 +173,33 @@ def test_train_generate_score_commands_end_to_end(
     assert "0 reports generated" in result.output
     assert "4 already done" in result.output
 
+    # a rerun over more studies keeps the finished reports and adds the missing ones
+    result = runner.invoke(
+        app,
+        [
+            "report",
+            "generate",
+            str(out),
+            str(report_manifest),
+            "--out",
+            str(generated),
+            "--split",
+            "",
+            *common,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "12 studies: 8 reports generated" in result.output
+    assert sorted(row["id"] for row in _csv_rows(generated)) == [f"s{i:02d}" for i in range(12)]
+    assert not generated.with_name(generated.name + ".partial").exists()
+
     table = tmp_path / "table.md"
     result = runner.invoke(
         app, ["report", "score", str(generated), "--name", "tiny", "--out", str(table), "--samples", "50"]
     )
     assert result.exit_code == 0, result.output
     assert table.read_text().startswith("| Image encoder | Studies | ROUGE-L | BLEU-4 |")
-    assert "| tiny | 4 |" in table.read_text()
+    assert "| tiny | 12 |" in table.read_text()
 
 
 def test_train_without_a_report_column_names_the_file_and_column(

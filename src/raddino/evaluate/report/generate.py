@@ -125,7 +125,9 @@ def generate_reports(config: ReportGenerateConfig) -> ReportGenerateSummary:
     failures = FailureLog(out.with_name(out.stem + "_errors.csv"))
     failures.reset()
     dataset = load_studies(config.input, config.studies, features, info.layer, failures)
-    done = _done_ids(partial) if not out.exists() else set(dataset.ids)
+    if out.exists() and not partial.exists():
+        out.replace(partial)  # a finished run: keep its reports, add the studies it lacks
+    done = _done_ids(partial)
     pending = [index for index, row_id in enumerate(dataset.ids) if row_id not in done]
     device = pick_device(config.device, 0)
     model.to(device).eval()
