@@ -68,6 +68,7 @@ def test_search_by_id_excludes_the_query_and_ranks_by_cosine(tmp_path: Path) -> 
     assert result.neighbours[0].similarity == pytest.approx(0.9 / math.sqrt(0.82), rel=1e-5)
     assert json.loads((tmp_path / "out" / "search.json").read_text())["neighbours"][1]["id"] == "d"
     assert (tmp_path / "out" / "search.png").stat().st_size > 0
+    assert "query: a" in (tmp_path / "out" / "search_config.yaml").read_text()
     with pytest.raises(SearchError, match="neither an id"):
         search(SearchConfig(embeddings=str(embeddings), query="zzz"))
 

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from raddino.config import save_config
 from raddino.evaluate.embedding_store import EmbeddingStore, read_embeddings
 from raddino.evaluate.knn import l2_normalize, nearest
 from raddino.evaluate.results import markdown_table, write_json
@@ -167,4 +168,5 @@ def search(config: SearchConfig) -> SearchResult:
             + markdown_table(["rank", "cosine", "id", "path"], rows),
         )
         outputs["figure"] = _contact_sheet(out / "search.png", query_image, neighbours)
+        outputs["config"] = save_config(config, out / "search_config.yaml")
     return SearchResult(config.query, neighbours, outputs)
