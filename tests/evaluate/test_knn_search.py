@@ -58,6 +58,7 @@ def test_knn_tells_informative_from_random_features(synthetic_set: SyntheticSet,
     payload = json.loads((tmp_path / "good" / "knn.json").read_text())
     assert set(payload["test"]) == {"5", "20"}
     assert (tmp_path / "good" / "knn.md").read_text().count("(chosen)") == 1
+    assert (tmp_path / "good" / "knn.png").stat().st_size > 0
 
 
 def test_search_by_id_excludes_the_query_and_ranks_by_cosine(tmp_path: Path) -> None:

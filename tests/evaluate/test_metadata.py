@@ -76,6 +76,7 @@ def test_metadata_accuracy_tells_encoders_apart_and_beats_the_majority_class(tmp
     payload = json.loads((tmp_path / "good" / "metadata.json").read_text())
     assert payload["summary"]["accuracy/sex"]["count"] == 5
     assert "≥75" in (tmp_path / "good" / "metadata.md").read_text()
+    assert (tmp_path / "good" / "metadata.png").stat().st_size > 0
     categorical = run(informative, "view", targets=["view"])
     assert categorical.targets["view"]["classes"] == ["AP", "PA"]
     quantile = run(informative, "quantile", targets=["age"], binning="quantile")

@@ -48,6 +48,8 @@ class KnnConfig:
     """Vote temperature T of ``exp(similarity / T)`` (DINO's)."""
     split_ratios: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     split_seed: int = 0
+    figure: bool = True
+    """Write ``knn.png`` (test metrics against k)."""
 
     def __post_init__(self) -> None:
         if not self.ks or min(self.ks) < 1:
@@ -214,4 +216,18 @@ def run_knn(config: KnnConfig) -> KnnResult:
     }
     outputs = write_results(Path(config.out), "knn", name, summary, details, markdown)
     outputs["config"] = save_config(config, Path(config.out) / "knn_config.yaml")
+    if config.figure:
+        from raddino.evaluate.figures import line_chart
+
+        curves = {
+            metric: [mean_std([test[k][key]]) for k in test]
+            for metric, key in (
+                ("macro AUPRC", "macro_auprc"),
+                ("macro AUROC", "macro_auroc"),
+                ("precision@k", "precision"),
+            )
+        }
+        outputs["figure"] = line_chart(
+            Path(config.out) / "knn.png", list(test), curves, f"kNN: {name}", "k", "test"
+        )
     return KnnResult(best_k, summary, test, outputs, time.perf_counter() - started)

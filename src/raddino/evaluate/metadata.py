@@ -67,6 +67,8 @@ class MetadataConfig:
     c: float = 1.0
     """Inverse regularisation strength of the logistic regression (scikit-learn's default)."""
     seed: int = 0
+    figure: bool = True
+    """Write ``metadata.png`` (accuracy per target)."""
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -224,4 +226,11 @@ def run_metadata(config: MetadataConfig) -> MetadataResult:
     details = {"feature": config.feature, "folds": config.folds, "targets": results}
     outputs = write_results(Path(config.out), "metadata", encoder, summary, details, markdown)
     outputs["config"] = save_config(config, Path(config.out) / "metadata_config.yaml")
+    if config.figure:
+        from raddino.evaluate.figures import bar_chart
+
+        accuracies = {name: value["accuracy"] for name, value in results.items()}
+        outputs["figure"] = bar_chart(
+            Path(config.out) / "metadata.png", accuracies, f"Metadata: {encoder}", "accuracy"
+        )
     return MetadataResult(summary, results, outputs, time.perf_counter() - started)
