@@ -1,0 +1,116 @@
+"""Exporting a run's encoder: a transformers folder or DINOv2-format weights, with the DINO head.
+
+The teacher is the encoder DINOv2 and RAD-DINO release (its EMA weights are smoother than the student's);
+``which="student"`` exports the student instead. The folder's ``preprocessor_config.json`` carries the
+run's normalisation (``crops.mean`` / ``crops.std``), so embedding with it reproduces training inputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from raddino.config import load_config
+from raddino.data.preprocess import PreprocessConfig
+from raddino.io.atomic import atomic_write_text
+from raddino.models import ExportResult, load_encoder, save_dino_head, save_dinov2_weights
+from raddino.models.dino_head import dino_head_from_state_dict
+from raddino.models.encoder import Encoder
+from raddino.pretrain.checkpoint import CheckpointError, latest_checkpoint, read_checkpoint
+from raddino.pretrain.config import PretrainConfig
+
+Which = Literal["teacher", "student"]
+Format = Literal["transformers", "dinov2"]
+
+
+def _encoder_from_state(config: PretrainConfig, state: dict[str, torch.Tensor]) -> Encoder:
+    source = config.student.pretrained_weights
+    if source:
+        encoder = load_encoder(source, dtype=torch.float32)
+    else:
+        encoder = Encoder.from_preset(config.student.arch, seed=0)
+    weights = {
+        key[len("backbone.backbone.") :]: value
+        for key, value in state.items()
+        if key.startswith("backbone.backbone.")
+    }
+    encoder.backbone.load_state_dict(weights)
+    encoder.config.drop_path_rate = 0.0
+    return encoder
+
+
+def export_run(
+    run: str | Path,
+    out: str | Path,
+    *,
+    which: Which = "teacher",
+    format: Format = "transformers",
+    checkpoint: str | Path | None = None,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Write the run's encoder and DINO head.
+
+    Args:
+        run: A ``raddino pretrain`` run folder.
+        out: ``transformers``: a folder (``config.json``, ``model.safetensors``, ``preprocessor_config.json``,
+            ``dino_head.safetensors``). ``dinov2``: a folder receiving ``backbone_compatible.safetensors``,
+            ``dino_head.safetensors`` and ``preprocessor_config.json``.
+        which: ``teacher`` (the release's choice) or ``student``.
+        format: ``transformers`` or ``dinov2``.
+        checkpoint: A checkpoint file; the run's newest by default.
+        overwrite: Replace existing files in ``out``.
+
+    Raises:
+        CheckpointError: the run has no checkpoint.
+        FileExistsError: ``out`` already holds weights and ``overwrite`` is False.
+    """
+    run, out = Path(run), Path(out)
+    path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run)
+    if path is None:
+        raise CheckpointError(f"{run}: no checkpoint to export (run raddino pretrain first)")
+    payload = read_checkpoint(path)
+    if "config" not in payload:
+        raise CheckpointError(f"{path}: no config stored; not a raddino pretrain checkpoint")
+    config = config_from_dict(payload["config"])
+    state = payload[which]
+    encoder = _encoder_from_state(config, state)
+    head_state = {k[len("dino_head.") :]: v for k, v in state.items() if k.startswith("dino_head.")}
+    head = dino_head_from_state_dict(head_state, source=f"{path} ({which} DINO head)")
+    weights = out / ("model.safetensors" if format == "transformers" else "backbone_compatible.safetensors")
+    if weights.exists() and not overwrite:
+        raise FileExistsError(f"{weights} exists; pass overwrite=True (--overwrite) to replace it")
+    preprocess = PreprocessConfig(
+        image_mean=(config.crops.mean,) * 3,
+        image_std=(config.crops.std,) * 3,
+        crop_size=(config.crops.global_crops_size,) * 2,
+        shortest_edge=config.crops.global_crops_size,
+    )
+    result = ExportResult(out=out, format=format)
+    if format == "transformers":
+        encoder.save_pretrained(out, preprocess=preprocess)
+        result.files += [out / "config.json", out / "model.safetensors", out / "preprocessor_config.json"]
+    else:
+        result.files.append(save_dinov2_weights(encoder, weights))
+        processor = out / "preprocessor_config.json"
+        atomic_write_text(processor, json.dumps(preprocess.to_processor_dict(), indent=2) + "\n")
+        result.files.append(processor)
+    result.files.append(save_dino_head(head, out / "dino_head.safetensors"))
+    return result
+
+
+def config_from_dict(values: dict[str, Any]) -> PretrainConfig:
+    """A :class:`PretrainConfig` from the nested dict a checkpoint stores."""
+
+    def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                flat.update(flatten(value, f"{prefix}{key}."))
+            else:
+                flat[f"{prefix}{key}"] = value
+        return flat
+
+    return load_config(PretrainConfig, None, (), flatten(values))

@@ -1,0 +1,311 @@
+"""Student, EMA teacher, heads and the three objectives (DINOv2's ``train/ssl_meta_arch.py``).
+
+The student and the teacher are the same network: an :class:`~raddino.models.Encoder`, the DINO head on the
+CLS token and, for iBOT, a head on the masked patch tokens (the DINO head itself unless
+``ibot.separate_head``, as in DINOv2). The teacher starts as a copy of the student, has no drop-path and
+no gradient, and follows the student by EMA (:meth:`SSLMetaArch.update_teacher`).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.models.dinov2.modeling_dinov2 import Dinov2DropPath
+
+from raddino.models import DINOHead, Encoder, load_dino_head, load_encoder
+from raddino.pretrain.config import PretrainConfig
+from raddino.pretrain.losses import DINOLoss, KoLeoLoss, iBOTPatchLoss
+
+Batch = dict[str, torch.Tensor]
+
+
+def set_drop_path(encoder: Encoder, rate: float) -> None:
+    """Stochastic depth with the same rate in every block (DINOv2's ``drop_path_uniform``).
+
+    Loaded checkpoints keep the rate they were saved with; this rewrites each block's modules so the
+    student gets ``student.drop_path_rate`` whatever its source, and the teacher gets 0.
+    """
+    for layer in encoder.backbone.encoder.layer:
+        layer.drop_path = Dinov2DropPath(rate) if rate > 0 else nn.Identity()
+    encoder.config.drop_path_rate = rate
+
+
+def build_encoder(config: PretrainConfig) -> Encoder:
+    """The student's encoder: ``student.pretrained_weights`` when set, else preset ``student.arch`` at
+    random (seeded by ``train.seed``)."""
+    source = config.student.pretrained_weights
+    if source:
+        encoder = load_encoder(source, dtype=torch.float32)
+    else:
+        encoder = Encoder.from_preset(config.student.arch, seed=config.train.seed)
+    set_drop_path(encoder, config.student.drop_path_rate)
+    return encoder
+
+
+def _make_head(in_dim: int, out_dim: int, hidden_dim: int, bottleneck_dim: int, nlayers: int) -> DINOHead:
+    return DINOHead(
+        in_dim, out_dim=out_dim, hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim, nlayers=nlayers
+    )
+
+
+class SSLNetwork(nn.Module):
+    """Encoder + DINO head (+ a separate iBOT head): one module so DDP/FSDP wrap it once.
+
+    Student and teacher share this class, so their parameters line up name for name for the EMA.
+    """
+
+    def __init__(self, encoder: Encoder, dino_head: DINOHead, ibot_head: DINOHead | None) -> None:
+        super().__init__()
+        self.backbone = encoder
+        self.dino_head = dino_head
+        self.ibot_head = ibot_head
+
+    def heads(self) -> dict[str, nn.Module]:
+        """The heads by name (for parameter groups and clipping)."""
+        heads: dict[str, nn.Module] = {"dino_head": self.dino_head}
+        if self.ibot_head is not None:
+            heads["ibot_head"] = self.ibot_head
+        return heads
+
+    def _head_logits(
+        self, cls_tokens: torch.Tensor, patch_tokens: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if patch_tokens is None:
+            return self.dino_head(cls_tokens), None
+        if self.ibot_head is not None:
+            return self.dino_head(cls_tokens), self.ibot_head(patch_tokens)
+        # Shared head: one call over CLS and masked patch tokens together, as DINOv2.
+        logits = self.dino_head(torch.cat([cls_tokens, patch_tokens]))  # (n_cls + M, K)
+        return logits[: cls_tokens.shape[0]], logits[cls_tokens.shape[0] :]
+
+    def forward(
+        self,
+        global_crops: torch.Tensor,
+        local_crops: torch.Tensor | None = None,
+        masks: torch.Tensor | None = None,
+        mask_indices: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Logits of every crop.
+
+        Args:
+            global_crops: (2B, 3, S, S), crop-major.
+            local_crops: (nB, 3, s, s) or None (teacher, or no local crops).
+            masks: (2B, N) bool patches replaced by the mask token (student with iBOT), or None.
+            mask_indices: (M,) flat indices into the (2B·N) patch tokens whose iBOT logits to return.
+
+        Returns:
+            ``global_cls`` (2B, D) backbone CLS tokens, ``global_logits`` (2B, K), ``local_logits`` (nB, K)
+            when local crops are given, ``patch_logits`` (M, K') when ``mask_indices`` is given.
+        """
+        features = self.backbone(global_crops, masks)
+        patch_tokens = None
+        if mask_indices is not None:
+            sequence = features.patch_tokens.flatten(2).transpose(1, 2)  # (2B, N, D)
+            patch_tokens = sequence.flatten(0, 1).index_select(0, mask_indices)  # (M, D)
+        global_logits, patch_logits = self._head_logits(features.cls, patch_tokens)
+        outputs = {"global_cls": features.cls, "global_logits": global_logits}
+        if patch_logits is not None:
+            outputs["patch_logits"] = patch_logits
+        if local_crops is not None and local_crops.shape[0] > 0:
+            outputs["local_logits"] = self.dino_head(self.backbone(local_crops).cls)  # (nB, K)
+        return outputs
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """The weighted terms of one step's loss (``total`` is what is back-propagated)."""
+
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor]
+
+
+class SSLObjective(nn.Module):
+    """DINO + iBOT + KoLeo from student and teacher outputs; owns the centres (saved in checkpoints)."""
+
+    def __init__(self, config: PretrainConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.dino_loss = DINOLoss(config.dino.head_n_prototypes)
+        patch_prototypes = (
+            config.ibot.head_n_prototypes if config.ibot.separate_head else config.dino.head_n_prototypes
+        )
+        self.ibot_loss = iBOTPatchLoss(patch_prototypes)
+        self.koleo_loss = KoLeoLoss()
+
+    @property
+    def use_ibot(self) -> bool:
+        return self.config.ibot.loss_weight > 0
+
+    @torch.no_grad()
+    def teacher_targets(
+        self, teacher: dict[str, torch.Tensor], teacher_temp: float, n_masked_patches: torch.Tensor | None
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Centred (or Sinkhorn-Knopp balanced) teacher probabilities; updates the EMA centres."""
+        cls_logits = teacher["global_logits"]  # (2B, K)
+        sinkhorn = self.config.train.centering == "sinkhorn_knopp"
+        if sinkhorn:
+            cls_probs = self.dino_loss.sinkhorn_knopp_teacher(cls_logits, teacher_temp)
+        else:
+            cls_probs = self.dino_loss.softmax_center_teacher(cls_logits, teacher_temp)
+            self.dino_loss.update_center(cls_logits)
+        patch_probs = None
+        if "patch_logits" in teacher:
+            patch_logits = teacher["patch_logits"]  # (M, K')
+            if sinkhorn:
+                assert n_masked_patches is not None
+                patch_probs = self.ibot_loss.sinkhorn_knopp_teacher(
+                    patch_logits, teacher_temp, n_masked_patches
+                )
+            else:
+                patch_probs = self.ibot_loss.softmax_center_teacher(patch_logits, teacher_temp)
+                self.ibot_loss.update_center(patch_logits)
+        return list(cls_probs.chunk(2)), patch_probs
+
+    def forward(
+        self,
+        student: dict[str, torch.Tensor],
+        teacher: dict[str, torch.Tensor],
+        batch: Batch,
+        teacher_temp: float,
+    ) -> LossTerms:
+        """The weighted loss terms.
+
+        DINO: cross-entropy over every (teacher global crop, other student crop) pair, averaged over pairs
+        (DINOv2's 1/(n_global·(n_global−1) + n_global·n_local) normalisation); KoLeo on the student's
+        backbone CLS tokens, per global crop and summed (DINOv2); iBOT on the masked patches, per image.
+        """
+        config = self.config
+        teacher_probs, patch_probs = self.teacher_targets(
+            teacher, teacher_temp, batch.get("n_masked_patches")
+        )
+        student_logits = list(student["global_logits"].chunk(2))  # 2 × (B, K)
+        if "local_logits" in student:
+            student_logits += list(student["local_logits"].chunk(config.crops.local_crops_number))
+        terms: dict[str, torch.Tensor] = {}
+        total = student["global_logits"].new_zeros((), dtype=torch.float32)
+        if config.dino.loss_weight > 0:
+            terms["dino"] = self.dino_loss(student_logits, teacher_probs)
+            total = total + config.dino.loss_weight * terms["dino"]
+        if config.dino.koleo_loss_weight > 0:
+            terms["koleo"] = sum(
+                (self.koleo_loss(cls) for cls in student["global_cls"].chunk(2)),
+                start=total.new_zeros(()),
+            )
+            total = total + config.dino.koleo_loss_weight * terms["koleo"]
+        if self.use_ibot and patch_probs is not None:
+            terms["ibot"] = self.ibot_loss.forward_masked(
+                student["patch_logits"], patch_probs, batch["masks"], batch.get("masks_weight")
+            )
+            total = total + config.ibot.loss_weight * terms["ibot"]
+        return LossTerms(total=total, terms=terms)
+
+
+class SSLMetaArch(nn.Module):
+    """Student, teacher and objective of one pre-training run.
+
+    Args:
+        config: The run's config.
+        encoder: The student's encoder (``build_encoder(config)`` when None).
+    """
+
+    def __init__(self, config: PretrainConfig, encoder: Encoder | None = None) -> None:
+        super().__init__()
+        self.config = config
+        encoder = encoder if encoder is not None else build_encoder(config)
+        dino, ibot = config.dino, config.ibot
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.train.seed)
+            if config.student.dino_head_weights:
+                dino_head = load_dino_head(config.student.dino_head_weights)
+                if (dino_head.in_dim, dino_head.out_dim) != (encoder.embed_dim, dino.head_n_prototypes):
+                    raise ValueError(
+                        f"{config.student.dino_head_weights}: head maps {dino_head.in_dim} → "
+                        f"{dino_head.out_dim}, the config needs {encoder.embed_dim} → "
+                        f"{dino.head_n_prototypes} (dino.head_n_prototypes)"
+                    )
+            else:
+                dino_head = _make_head(
+                    encoder.embed_dim,
+                    dino.head_n_prototypes,
+                    dino.head_hidden_dim,
+                    dino.head_bottleneck_dim,
+                    dino.head_nlayers,
+                )
+            ibot_head = None
+            if ibot.loss_weight > 0 and ibot.separate_head:
+                ibot_head = _make_head(
+                    encoder.embed_dim,
+                    ibot.head_n_prototypes,
+                    ibot.head_hidden_dim,
+                    ibot.head_bottleneck_dim,
+                    ibot.head_nlayers,
+                )
+        mask_token = encoder.backbone.embeddings.mask_token
+        if mask_token is not None and ibot.loss_weight <= 0:
+            mask_token.requires_grad_(False)  # unused without iBOT; DDP would wait for its gradient
+        self.student = SSLNetwork(encoder, dino_head, ibot_head)
+        self.teacher = copy.deepcopy(self.student)
+        set_drop_path(self.teacher.backbone, 0.0)
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        self.objective = SSLObjective(config)
+
+    def train(self, mode: bool = True) -> SSLMetaArch:
+        """Train mode for the student only: the teacher always runs in eval mode (no drop-path)."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float, student: nn.Module | None = None) -> None:
+        """EMA: ``teacher ← momentum · teacher + (1 − momentum) · student`` on every parameter.
+
+        Args:
+            momentum: This step's value of the cosine 0.992 → 1.0 schedule.
+            student: The module holding the student's current parameters when it is wrapped (DDP's
+                ``.module``); shards are updated in place under FSDP.
+        """
+        source = self.student if student is None else student
+        teacher_params = [param for _, param in sorted(self.teacher.named_parameters())]
+        student_params = [param for _, param in sorted(source.named_parameters())]
+        if len(teacher_params) != len(student_params):
+            raise RuntimeError("student and teacher parameters do not line up")
+        teacher_local = [_local(param) for param in teacher_params]
+        student_local = [
+            _local(param).to(t.dtype) for param, t in zip(student_params, teacher_local, strict=True)
+        ]
+        torch._foreach_mul_(teacher_local, momentum)
+        torch._foreach_add_(teacher_local, student_local, alpha=1.0 - momentum)
+
+    def forward_losses(
+        self, batch: Batch, teacher_temp: float, student: nn.Module | None = None
+    ) -> LossTerms:
+        """One step's loss terms for a collated batch (``student`` is the wrapped student when wrapped).
+
+        Args:
+            batch: ``global_crops`` (2B, 3, S, S), ``local_crops`` (nB, 3, s, s), ``masks`` (2B, N) bool,
+                ``mask_indices`` (M,), ``masks_weight`` (M,), ``n_masked_patches`` ().
+            teacher_temp: This step's teacher temperature.
+        """
+        use_ibot = self.objective.use_ibot
+        mask_indices = batch["mask_indices"] if use_ibot else None
+        with torch.no_grad():
+            teacher_outputs = self.teacher(batch["global_crops"], None, None, mask_indices)
+        network = self.student if student is None else student
+        local_crops = batch.get("local_crops")
+        student_outputs = network(
+            batch["global_crops"], local_crops, batch["masks"] if use_ibot else None, mask_indices
+        )
+        return self.objective(student_outputs, teacher_outputs, batch, teacher_temp)
+
+
+def _local(param: torch.Tensor) -> torch.Tensor:
+    """The tensor this process holds (its shard under FSDP2, where parameters are DTensors)."""
+    to_local = getattr(param, "to_local", None)
+    return to_local() if callable(to_local) else param.data
+
+
+__all__ = ["LossTerms", "SSLMetaArch", "SSLNetwork", "SSLObjective", "build_encoder", "set_drop_path"]
