@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "raddino.cli.demo",
     "raddino.cli.evaluate",
     "raddino.cli.report",
+    "raddino.cli.stats",
 )
 
 for _module in COMMAND_MODULES:
