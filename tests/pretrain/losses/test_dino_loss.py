@@ -113,3 +113,31 @@ def test_too_few_crops_is_a_clear_error():
         loss_fn([torch.zeros(2, 3)], [torch.ones(2, 3) / 3] * 2)
     with pytest.raises(ValueError, match="two crops"):
         loss_fn([torch.zeros(2, 3)], [torch.ones(2, 3) / 3])
+
+
+def test_equals_dinov2s_split_into_global_and_local_terms():
+    """DINOv2's ssl_meta_arch: local pairs summed, the global term on swapped views × 2, both ÷ 18."""
+    torch.manual_seed(4)
+    batch, prototypes, n_local = 3, 7, 8
+    student_globals = torch.randn(2 * batch, prototypes)  # crop-major, as the collate stacks them
+    student_locals = torch.randn(n_local * batch, prototypes)
+    teacher = F.softmax(torch.randn(2 * batch, prototypes) / 0.07, dim=-1)
+    teacher_views = list(teacher.chunk(2))
+
+    def dinov2_term(students: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+        total = torch.zeros(())
+        for student in students:
+            log_probs = F.log_softmax(student / 0.1, dim=-1)
+            for target in targets:
+                total -= (target * log_probs).sum(dim=-1).mean()
+        return total
+
+    n_terms = 2 * 1 + 2 * n_local
+    local_term = dinov2_term(list(student_locals.chunk(n_local)), teacher_views) / n_terms
+    swapped = torch.cat([teacher_views[1], teacher_views[0]])
+    global_term = dinov2_term([student_globals], [swapped]) * 2 / n_terms
+    expected = local_term + global_term
+
+    crops = list(student_globals.chunk(2)) + list(student_locals.chunk(n_local))
+    loss = DINOLoss(prototypes)(crops, teacher_views)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
