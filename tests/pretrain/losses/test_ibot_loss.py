@@ -59,3 +59,11 @@ def test_sinkhorn_on_patches_without_a_process_group():
     torch.testing.assert_close(assignments.sum(dim=1), torch.ones(30))
     assert torch.allclose(assignments.sum(dim=0), torch.full((6,), 5.0), rtol=0.05)
     assert n_masked.item() == 30  # the caller's count is left alone
+
+
+def test_no_masked_patch_gives_empty_targets_and_zero_loss():
+    loss_fn = iBOTPatchLoss(4)
+    empty = torch.zeros(0, 4)
+    assert tuple(loss_fn.sinkhorn_knopp_teacher(empty, 0.1, torch.tensor([0])).shape) == (0, 4)
+    masks = torch.zeros(2, 3, dtype=torch.bool)
+    assert loss_fn.forward_masked(empty, empty, masks).item() == 0.0

@@ -53,7 +53,13 @@ def _rank_main(rank: int, world_size: int, store: str, out_dir: str) -> None:
     patch_split = [6, patch_logits.shape[0] - 6]
     cls_shard = cls_logits.chunk(world_size)[rank]
     patch_shard = patch_logits.split(patch_split)[rank]
-    torch.save(_compute(cls_shard, patch_shard), Path(out_dir) / f"rank{rank}.pt")
+    results = _compute(cls_shard, patch_shard)
+    # A rank without any masked patch still joins the reductions.
+    empty_split = patch_logits.split([0, patch_logits.shape[0]])[rank]
+    results["ibot_sk_empty_rank"] = iBOTPatchLoss(PROTOTYPES).sinkhorn_knopp_teacher(
+        empty_split, 0.5, torch.tensor([empty_split.shape[0]])
+    )
+    torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -67,6 +73,8 @@ def test_two_ranks_equal_one_process_on_the_concatenated_batch(tmp_path: Path):
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
     for key in ("dino_sk", "ibot_sk"):
         torch.testing.assert_close(torch.cat([r[key] for r in ranks]), whole[key], msg=key)
+    assert tuple(ranks[0]["ibot_sk_empty_rank"].shape) == (0, PROTOTYPES)
+    torch.testing.assert_close(ranks[1]["ibot_sk_empty_rank"], whole["ibot_sk"])
     for key in ("dino_center", "ibot_center"):
         for rank in ranks:
             torch.testing.assert_close(rank[key], whole[key], msg=key)

@@ -55,7 +55,9 @@ def sinkhorn_knopp(
     """
     logits = teacher_logits.float() / teacher_temp  # (N, K)
     # Subtracting one shared maximum avoids exp overflow; every later normalisation divides it out.
-    shift = all_reduce_max(logits.detach().max().reshape(1).clone())
+    # A process may hold no rows (no masked patch on this rank) and must still join the reductions.
+    local_max = logits.detach().max().reshape(1) if logits.numel() else logits.new_full((1,), -torch.inf)
+    shift = all_reduce_max(local_max.clone())
     assignments = torch.exp(logits - shift).t()  # (K, N)
     n_prototypes = assignments.shape[0]
     total = all_reduce_sum(assignments.sum().reshape(1))
