@@ -57,7 +57,7 @@ class PretrainDataset(Dataset[dict[str, Any]]):
         """The image file of a manifest row."""
         return self.manifest.resolve(self.manifest.rows[index])
 
-    def __getitem__(self, key: SampleKey) -> dict[str, Any]:  # type: ignore[override]
+    def __getitem__(self, key: SampleKey) -> dict[str, Any]:
         position, index = key
         failures: list[tuple[str, str]] = []
         for attempt in range(_MAX_REPLACEMENTS):

@@ -44,7 +44,7 @@ def wrap_for_training(model: SSLMetaArch, context: DistributedContext, strategy:
         _shard(model.teacher, context)
         return model.student
     device_ids = [context.device.index] if context.device.type == "cuda" else None
-    return DistributedDataParallel(model.student, device_ids=device_ids, broadcast_buffers=False)
+    return DistributedDataParallel(model.student, device_ids=device_ids)
 
 
 def unwrap(module: nn.Module) -> nn.Module:

@@ -269,6 +269,8 @@ class SSLMetaArch(nn.Module):
                 ``.module``); shards are updated in place under FSDP.
         """
         source = self.student if student is None else student
+        _reshard(self.teacher)  # an FSDP2 root keeps its parameters gathered after a forward
+        _reshard(source)
         teacher_params = [param for _, param in sorted(self.teacher.named_parameters())]
         student_params = [param for _, param in sorted(source.named_parameters())]
         if len(teacher_params) != len(student_params):
@@ -300,6 +302,15 @@ class SSLMetaArch(nn.Module):
             batch["global_crops"], local_crops, batch["masks"] if use_ibot else None, mask_indices
         )
         return self.objective(student_outputs, teacher_outputs, batch, teacher_temp)
+
+
+def _reshard(module: nn.Module) -> None:
+    """Free gathered FSDP2 parameters so every parameter is this rank's shard again (no-op otherwise)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for submodule in module.modules():
+        if isinstance(submodule, FSDPModule):
+            submodule.reshard()
 
 
 def _local(param: torch.Tensor) -> torch.Tensor:

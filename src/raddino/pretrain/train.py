@@ -209,7 +209,7 @@ def pretrain(
         start_iteration=start,
         end_iteration=end,
     )
-    sampler = StreamSampler(len(dataset), config.train.batch_size_per_gpu, **sampler_args)  # type: ignore[arg-type]
+    sampler = StreamSampler(len(dataset), config.train.batch_size_per_gpu, **sampler_args)
     collator = Collator(config, student.backbone.patch_size, sampler.micro_batch_images)
     loader = DataLoader(
         dataset,
@@ -218,6 +218,9 @@ def pretrain(
         num_workers=config.train.num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
+        # Its own generator: creating the iterator must not draw from the global RNG, whose state a
+        # checkpoint restores for drop-path (else a resumed run's draws would shift by one).
+        generator=torch.Generator().manual_seed(config.train.seed),
     )
     failures = FailureLog(run / ("errors.csv" if context.is_main else f"errors_rank{context.rank}.csv"))
     metrics = MetricsLog(run, resume_from=start if previous is not None else None, enabled=context.is_main)
