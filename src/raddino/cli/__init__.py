@@ -18,7 +18,9 @@ COMMAND_MODULES = (
     "raddino.cli.demo",
     "raddino.cli.evaluate",
     "raddino.cli.report",
+    "raddino.cli.pretrain",
     "raddino.cli.stats",
+    "raddino.cli.viz",
 )
 
 for _module in COMMAND_MODULES:
