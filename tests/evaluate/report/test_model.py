@@ -118,3 +118,32 @@ def test_projector_width_must_match_the_lm(tiny_lm_dir: Path) -> None:
     language_model, _ = load_language_model(tiny_lm_dir)
     with pytest.raises(ValueError, match="projector output width 48"):
         ReportGenerator(Projector(D_VISION, 48), language_model)
+
+
+@pytest.mark.slow
+def test_trained_generator_writes_the_report_its_image_calls_for(report_texts: list[str]) -> None:
+    from raddino.evaluate.report import build_causal_lm, greedy_reports, train_report_tokenizer
+
+    torch.manual_seed(0)
+    reports = [report_texts[0], report_texts[3]]  # normal study / enlarged heart with effusion
+    tokenizer = train_report_tokenizer(reports * 4, vocab_size=300)
+    model = ReportGenerator(Projector(8, 32), build_causal_lm(tokenizer, hidden_size=32, num_heads=2))
+    patterns = torch.randn(2, 2, 8)  # one image-token pattern per kind of study, (kinds, N, D)
+    items = [
+        ReportItem(f"s{i}", reports[i % 2], patterns[i % 2] + 0.3 * torch.randn(2, 8)) for i in range(16)
+    ]
+    layout = prompt_layout(tokenizer, 2)
+    batch = ReportCollator(tokenizer, layout, "train")(items)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(80):
+        loss = model(
+            batch.input_ids, batch.attention_mask, batch.image_mask, batch.image_tokens, batch.labels
+        )
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    unseen = [ReportItem(f"t{kind}", "", patterns[kind] + 0.3 * torch.randn(2, 8)) for kind in (0, 1, 1, 0)]
+    generated = greedy_reports(model, tokenizer, ReportCollator(tokenizer, layout, "generate")(unseen), 40)
+    texts = [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
+    assert texts == [reports[0], reports[1], reports[1], reports[0]]
