@@ -31,6 +31,8 @@ class StudentConfig:
     """The student encoder (the teacher is its EMA copy, built without drop-path)."""
 
     arch: str = "vitb14"  # a raddino.models preset, used when pretrained_weights is null (random init)
+    # Dinov2Config fields changed on the preset, e.g. {hidden_size: 192, num_hidden_layers: 6} for a CPU demo
+    arch_overrides: dict[str, Any] = field(default_factory=dict)
     pretrained_weights: str | None = None  # transformers folder, DINOv2 .safetensors/.pth, or hub id
     dino_head_weights: str | None = None  # dino_head.safetensors to start the DINO head from
     drop_path_rate: float = 0.1  # uniform over blocks as DINOv2's drop_path_uniform; student only
@@ -110,6 +112,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_period: int = 10  # iterations between metric records
     export_at_end: bool = True  # write RUN/export/teacher (transformers folder) after the last step
+    export_period: int | None = None  # also RUN/export/teacher_XXXXXXX every this many iterations
 
 
 @dataclass

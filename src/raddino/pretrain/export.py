@@ -16,9 +16,10 @@ import torch
 from raddino.config import load_config
 from raddino.data.preprocess import PreprocessConfig
 from raddino.io.atomic import atomic_write_text
-from raddino.models import ExportResult, load_encoder, save_dino_head, save_dinov2_weights
+from raddino.models import ExportResult, save_dino_head, save_dinov2_weights
 from raddino.models.dino_head import dino_head_from_state_dict
 from raddino.models.encoder import Encoder
+from raddino.models.presets import make_config
 from raddino.pretrain.checkpoint import CheckpointError, latest_checkpoint, read_checkpoint
 from raddino.pretrain.config import PretrainConfig
 
@@ -26,19 +27,13 @@ Which = Literal["teacher", "student"]
 Format = Literal["transformers", "dinov2"]
 
 
-def _encoder_from_state(config: PretrainConfig, state: dict[str, torch.Tensor]) -> Encoder:
-    source = config.student.pretrained_weights
-    if source:
-        encoder = load_encoder(source, dtype=torch.float32)
-    else:
-        encoder = Encoder.from_preset(config.student.arch, seed=0)
-    weights = {
-        key[len("backbone.backbone.") :]: value
-        for key, value in state.items()
-        if key.startswith("backbone.backbone.")
-    }
-    encoder.backbone.load_state_dict(weights)
-    encoder.config.drop_path_rate = 0.0
+def _encoder_from_state(encoder_config: dict[str, Any], state: dict[str, torch.Tensor]) -> Encoder:
+    """The encoder a checkpoint describes (its transformers config) with the saved weights."""
+    values = {k: v for k, v in encoder_config.items() if k not in ("model_type", "transformers_version")}
+    values["drop_path_rate"] = 0.0  # an exported encoder is for inference
+    encoder = Encoder.from_config(make_config(**values), seed=0)
+    prefix = "backbone.backbone."
+    encoder.backbone.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
     return encoder
 
 
@@ -76,7 +71,7 @@ def export_run(
         raise CheckpointError(f"{path}: no config stored; not a raddino pretrain checkpoint")
     config = config_from_dict(payload["config"])
     state = payload[which]
-    encoder = _encoder_from_state(config, state)
+    encoder = _encoder_from_state(payload["encoder_config"], state)
     head_state = {k[len("dino_head.") :]: v for k, v in state.items() if k.startswith("dino_head.")}
     head = dino_head_from_state_dict(head_state, source=f"{path} ({which} DINO head)")
     weights = out / ("model.safetensors" if format == "transformers" else "backbone_compatible.safetensors")

@@ -40,7 +40,9 @@ def build_encoder(config: PretrainConfig) -> Encoder:
     if source:
         encoder = load_encoder(source, dtype=torch.float32)
     else:
-        encoder = Encoder.from_preset(config.student.arch, seed=config.train.seed)
+        encoder = Encoder.from_preset(
+            config.student.arch, seed=config.train.seed, **config.student.arch_overrides
+        )
     set_drop_path(encoder, config.student.drop_path_rate)
     return encoder
 

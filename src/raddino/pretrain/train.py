@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +38,7 @@ from raddino.pretrain.checkpoint import TrainingState, latest_checkpoint, load_c
 from raddino.pretrain.config import PretrainConfig
 from raddino.pretrain.dataset import PretrainDataset
 from raddino.pretrain.distributed import clip_gradients, gradient_sync, unwrap, wrap_for_training
+from raddino.pretrain.export import export_run
 from raddino.pretrain.loader import Collator, build_augmentation, move_batch
 from raddino.pretrain.meta_arch import SSLMetaArch, SSLNetwork
 from raddino.pretrain.metrics import MetricsLog
@@ -224,7 +226,10 @@ def pretrain(
     )
     failures = FailureLog(run / ("errors.csv" if context.is_main else f"errors_rank{context.rank}.csv"))
     metrics = MetricsLog(run, resume_from=start if previous is not None else None, enabled=context.is_main)
-    extra = {"config": config_to_dict(config)}
+    extra: dict[str, Any] = {
+        "config": config_to_dict(config),
+        "encoder_config": student.backbone.config.to_dict(),
+    }
     if context.is_main:
         print(
             f"pre-training {start} → {end} of {config.total_iterations} iterations on {context.world_size} "
@@ -290,6 +295,20 @@ def pretrain(
                 last_checkpoint = save_checkpoint(
                     run, done, state, context, extra, config.train.keep_checkpoints
                 )
+            period = config.train.export_period
+            if period and done % period == 0 and done != end:
+                # Teacher snapshots to choose from by linear probing, as the paper chose its checkpoint.
+                last_checkpoint = save_checkpoint(
+                    run, done, state, context, extra, config.train.keep_checkpoints
+                )
+                if context.is_main:
+                    export_run(
+                        run,
+                        run / "export" / f"teacher_{done:07d}",
+                        checkpoint=last_checkpoint,
+                        overwrite=True,
+                    )
+                context.barrier()
             bar.update(1)
             bar.set_postfix(
                 {k: f"{last_values[k]:.4g}" for k in ("loss", "dino", "ibot", "koleo") if k in last_values}
@@ -307,8 +326,6 @@ def pretrain(
     exported = None
     if config.train.export_at_end and last_checkpoint is not None and start < end:
         if context.is_main:
-            from raddino.pretrain.export import export_run
-
             exported = export_run(run, run / "export" / "teacher", overwrite=True).out
         context.barrier()
     return PretrainResult(run, end, last_checkpoint, exported, last_values, failures.count)
