@@ -141,7 +141,7 @@ def correspondence_figure(
         panels.append(
             Panel(
                 query.display,
-                title=f"{query.name}: point {label} ({match.query_x:g}, {match.query_y:g})",
+                title=f"query point {label} ({match.query_x:g}, {match.query_y:g})",
                 markers=[Marker(crop_x - 0.5, crop_y - 0.5, colour, "o", label)],
             )
         )
@@ -152,8 +152,7 @@ def correspondence_figure(
         panels.append(
             Panel(
                 target.display,
-                title=f"{target.name}: best ({match.target_x:.0f}, {match.target_y:.0f}), "
-                f"cos {match.similarity:.2f}",
+                title=f"target best ({match.target_x:.0f}, {match.target_y:.0f}) cos {match.similarity:.2f}",
                 heatmap=upsample(similarity, size),
                 heat_range=(-1.0, 1.0),
                 markers=[best],

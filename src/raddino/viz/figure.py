@@ -92,6 +92,7 @@ def save_grid(
     width, height = columns * tile, rows * (tile + title_height)
     figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, facecolor="black")
     FigureCanvasAgg(figure)
+    font_size = min(9.0, max(6.0, tile / 28))  # titles fit their tile down to ~150 px
     for index, panel in enumerate(panels):
         row, col = divmod(index, columns)
         bottom = height - (row + 1) * (tile + title_height)
@@ -135,7 +136,7 @@ def save_grid(
                 ha="center",
                 va="center",
                 color="white",
-                fontsize=9,
+                fontsize=font_size,
             )
     out = Path(out)
     with atomic_path(out) as temporary:
