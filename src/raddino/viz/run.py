@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from raddino.data.preprocess import PreprocessConfig
 from raddino.models import Encoder
 from raddino.viz.attention import AttentionMaps, attention_figure, cls_attention, save_attention_arrays
@@ -118,6 +120,10 @@ def run_pca(
     if not images:
         raise ValueError("no images given")
     encoder, preprocess = _model(model)
-    encoded = [read_input(path, preprocess, encoder.patch_size) for path in images]
-    result = patch_pca(patch_tokens(encoder, encoded), threshold=threshold)
+    encoded, tokens = [], []
+    # One image at a time (sizes may differ); a bar for the many-image case.
+    for path in tqdm(images, desc="pca: embedding", unit="img", disable=len(images) < 8):
+        encoded.append(read_input(path, preprocess, encoder.patch_size))
+        tokens.extend(patch_tokens(encoder, encoded[-1:]))
+    result = patch_pca(tokens, threshold=threshold)
     return result, FigureOutputs(pca_figure(encoded, result, out, tile=tile))
