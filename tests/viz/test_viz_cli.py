@@ -116,6 +116,9 @@ def test_missing_files_name_the_argument(tmp_path: Path, tiny_encoder_dir: Path,
     assert f"TARGET {missing}: no such file" in result.output
     result = runner.invoke(app, ["attention", missing, "-m", model])
     assert f"IMAGE {missing}: no such file" in result.output
+    result = runner.invoke(app, ["attention", str(phantom_files[0]), "-m", model, "--layer", "5"])
+    assert result.exit_code == 2
+    assert "--layer 5: block 5 out of range for a 2-block encoder" in result.output
     result = runner.invoke(app, ["pca", str(phantom_files[0]), "-m", str(tmp_path / "no-model")])
     assert result.exit_code == 2
     assert "--model" in result.output

@@ -66,7 +66,9 @@ def attention(
         maps, files = run_attention(image, pair, target, layer=layer, save_npy=npy, tile=tile)
     except ImageReadError as error:
         raise fail(f"IMAGE {error}") from error
-    except (IndexError, ValueError) as error:
+    except IndexError as error:
+        raise fail(f"--layer {layer}: {error}") from error
+    except ValueError as error:
         raise fail(str(error)) from error
     peaks = ", ".join(f"{100 * head.max():.1f}%" for head in maps.heads)
     typer.echo(
