@@ -124,6 +124,7 @@ def probe_speed(work: Path, images: int, epochs: int, reference_epochs: int) -> 
     }
     target = torch.from_numpy(labels)
     specs = [HeadSpec(choice, lr) for choice in features for lr in (1e-5, 5e-5, 1e-4, 5e-4, 1e-3)]
+    torch.set_num_threads(1)  # both sides on one thread (the probe's default): small products, no contention
     started = time.perf_counter()
     train_linear_heads(
         features, target, specs, HeadTraining(epochs=epochs, batch_size=96), seed=0, progress=False

@@ -44,6 +44,9 @@ class HeadTraining:
     """AdamW's default; the paper does not state one."""
     standardize: bool = True
     """Z-score each feature with training-split statistics (a per-feature affine map: still linear)."""
+    threads: int = 1
+    """Intra-op CPU threads while training; the heads' matrix products are small, and one thread is the
+    fastest (several threads on a busy machine are up to 10× slower: benchmarks/evaluate.py)."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -52,6 +55,8 @@ class HeadTraining:
             )
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
 
 
 def masked_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -226,23 +231,30 @@ def train_linear_heads(
     bar = tqdm(
         range(training.epochs), desc=f"probe seed {seed}", unit="epoch", disable=not progress, leave=False
     )
-    for epoch in bar:
-        if epoch_features is not None:
-            views = epoch_features(epoch)
-            inputs = {name: (views[name] - centers[name]) / scales[name] for name in features}
-        order = torch.randperm(count, generator=generator)
-        loss = 0.0
-        for start in range(0, count, training.batch_size):
-            batch = order[start : start + training.batch_size]
-            batch_labels = labels[batch]  # (B, C)
-            decay = 0.5 * (1 + math.cos(math.pi * step / total_steps))  # cosine schedule, 1 at the first step
-            last = start + training.batch_size >= count
-            loss = sum(
-                group.step(inputs[group.feature][batch], batch_labels, decay, training.weight_decay, last)
-                for group in groups
-            )
-            step += 1
-        bar.set_postfix(loss=f"{loss / len(specs):.4f}", refresh=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(training.threads)
+    try:
+        for epoch in bar:
+            if epoch_features is not None:
+                torch.set_num_threads(threads)  # the encoder's forward does use every thread
+                views = epoch_features(epoch)
+                torch.set_num_threads(training.threads)
+                inputs = {name: (views[name] - centers[name]) / scales[name] for name in features}
+            order = torch.randperm(count, generator=generator)
+            loss = 0.0
+            for start in range(0, count, training.batch_size):
+                batch = order[start : start + training.batch_size]
+                batch_labels = labels[batch]  # (B, C)
+                decay = 0.5 * (1 + math.cos(math.pi * step / total_steps))  # cosine, 1 at the first step
+                last = start + training.batch_size >= count
+                loss = sum(
+                    group.step(inputs[group.feature][batch], batch_labels, decay, training.weight_decay, last)
+                    for group in groups
+                )
+                step += 1
+            bar.set_postfix(loss=f"{loss / len(specs):.4f}", refresh=False)
+    finally:
+        torch.set_num_threads(threads)
     heads: list[nn.Linear] = [nn.Linear(1, 1)] * len(specs)
     for group in groups:
         for position, head in zip(group.positions, group.to_linear(), strict=True):
