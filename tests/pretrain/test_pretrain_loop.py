@@ -145,3 +145,10 @@ def test_export_teacher_transformers_and_dinov2(full_run: Path, tmp_path: Path) 
     assert not torch.allclose(student.forward_features(pixels).cls, reference.forward_features(pixels).cls)
     with pytest.raises(FileExistsError):
         export_run(full_run, tmp_path / "hf")
+
+
+def test_activation_checkpointing_trains_the_same(full_run: Path, manifest: Path, tmp_path: Path) -> None:
+    config = make_config(manifest, "train.checkpoint_period=2", "student.activation_checkpointing=true")
+    pretrain(config, tmp_path / "run", progress=False)
+    losses = [record["loss"] for record in read_metrics(tmp_path / "run")]
+    assert losses == pytest.approx([record["loss"] for record in read_metrics(full_run)], rel=1e-5)

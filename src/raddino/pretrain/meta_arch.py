@@ -44,6 +44,8 @@ def build_encoder(config: PretrainConfig) -> Encoder:
             config.student.arch, seed=config.train.seed, **config.student.arch_overrides
         )
     set_drop_path(encoder, config.student.drop_path_rate)
+    if config.student.activation_checkpointing:
+        encoder.set_activation_checkpointing(True)
     return encoder
 
 
