@@ -65,9 +65,18 @@ def test_cli_pretrain_export_and_errors(tmp_path: Path) -> None:
     runner = CliRunner()
     run = tmp_path / "run"
     args = ["pretrain", "-c", str(TEST_CONFIG), "--out", str(run), "--data", str(manifest)]
-    result = runner.invoke(app, [*args, "--set", "optim.epochs=1", "--set", "train.export_at_end=true"])
+    options = [
+        "--set",
+        "optim.epochs=1",
+        "--set",
+        "train.export_at_end=true",
+        "--set",
+        "train.export_period=1",
+    ]
+    result = runner.invoke(app, [*args, *options])
     assert result.exit_code == 0, result.output
     assert (run / "export" / "teacher" / "model.safetensors").is_file()
+    assert (run / "export" / "teacher_0000001" / "dino_head.safetensors").is_file()  # the periodic snapshot
     assert (run / "config.yaml").is_file()
     # Rerunning the finished run resumes at its end and does nothing more.
     again = runner.invoke(app, [*args, "--set", "optim.epochs=1"])

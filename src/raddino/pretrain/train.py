@@ -290,17 +290,15 @@ def pretrain(
             }
             if done % config.train.log_period == 0 or done == end:
                 metrics.log(done, last_values)
-            if done % config.train.checkpoint_period == 0 or done == end:
+            period = config.train.export_period
+            # Teacher snapshots to choose from by linear probing, as the paper chose its checkpoint.
+            snapshot = period is not None and period > 0 and done % period == 0 and done != end
+            if done % config.train.checkpoint_period == 0 or done == end or snapshot:
                 extra["sampler"] = sampler.state_dict(done)
                 last_checkpoint = save_checkpoint(
                     run, done, state, context, extra, config.train.keep_checkpoints
                 )
-            period = config.train.export_period
-            if period and done % period == 0 and done != end:
-                # Teacher snapshots to choose from by linear probing, as the paper chose its checkpoint.
-                last_checkpoint = save_checkpoint(
-                    run, done, state, context, extra, config.train.keep_checkpoints
-                )
+            if snapshot:
                 if context.is_main:
                     export_run(
                         run,
