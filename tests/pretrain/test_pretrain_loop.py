@@ -152,3 +152,26 @@ def test_activation_checkpointing_trains_the_same(full_run: Path, manifest: Path
     pretrain(config, tmp_path / "run", progress=False)
     losses = [record["loss"] for record in read_metrics(tmp_path / "run")]
     assert losses == pytest.approx([record["loss"] for record in read_metrics(full_run)], rel=1e-5)
+
+
+def test_start_from_exported_encoder_and_head(full_run: Path, manifest: Path, tmp_path: Path) -> None:
+    export_run(full_run, tmp_path / "hf")
+    folder = tmp_path / "hf"
+    config = make_config(
+        manifest,
+        f"student.pretrained_weights={folder}",
+        f"student.dino_head_weights={folder}/dino_head.safetensors",
+    )
+    model = SSLMetaArch(config)
+    exported = load_encoder(folder).backbone.state_dict()
+    for key, value in exported.items():
+        assert torch.equal(model.student.backbone.backbone.state_dict()[key], value), key
+        assert torch.equal(model.teacher.backbone.backbone.state_dict()[key], value), key
+    head = load_dino_head(folder / "dino_head.safetensors")
+    assert torch.equal(model.student.dino_head.last_layer.weight_v, head.last_layer.weight_v)
+    assert model.student.backbone.config.drop_path_rate == 0.1  # the student's rate, not the file's 0
+    wrong = make_config(
+        manifest, f"student.dino_head_weights={folder}/dino_head.safetensors", "dino.head_n_prototypes=32"
+    )
+    with pytest.raises(ValueError, match=r"dino\.head_n_prototypes"):
+        SSLMetaArch(wrong)
