@@ -17,7 +17,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("phantoms")
-    return generate_phantoms(folder, n=48, size=56, seed=0, workers=1, progress=False)
+    return generate_phantoms(folder, n=48, size=64, seed=0, workers=1, progress=False)
 
 
 def _invoke(arguments: list[str]) -> None:
