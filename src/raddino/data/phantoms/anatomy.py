@@ -29,8 +29,8 @@ class Anatomy:
         knob_radius: Radius of the aortic knob (grows with age as the aorta unfolds).
         ctr: Cardiothoracic ratio (heart width / thoracic width); > 0.5 is cardiomegaly.
         heart_right_share: Share of the heart's width to the right of the midline (image left).
-        heart_aspect: Short / long axis of the heart's outline.
-        heart_angle: Tilt of the heart's long axis in radians (apex down and to the patient's left).
+        heart_aspect: Height of the heart relative to average (× 0.785).
+        heart_angle: Tilt of the left ventricle in radians (apex down and to the patient's left).
         fat: Thickness of subcutaneous fat at the chest wall.
         muscle: Thickness of the chest-wall muscle.
         body_depth: Front-to-back thickness relative to an average adult (scales soft-tissue density).

@@ -111,8 +111,9 @@ def _check_previous_run(root: Path, config: PhantomsConfig, overwrite: bool) -> 
         raise PhantomsError(
             f"{previous_file}: cannot read the settings of the earlier run: {error}"
         ) from error
-    current = config_to_dict(config)
-    for key, (old, new) in _differences(previous or {}, current).items():
+    differences = _differences(previous or {}, config_to_dict(config))
+    if differences:
+        key, (old, new) = next(iter(differences.items()))
         raise PhantomsError(
             f"{root}: holds phantoms made with other settings ({key}: {old!r} there, {new!r} now); "
             "pass overwrite=True (--overwrite) or choose another folder"

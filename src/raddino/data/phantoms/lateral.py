@@ -35,8 +35,9 @@ def render_lateral(
     centre = 0.03
     half_depth = 0.62 + 0.3 * (anatomy.body_depth - 1.0) + 0.8 * anatomy.fat
     belly = 0.6 * anatomy.fat * smoothstep(0.1, 0.9, y)  # the abdomen bulges forward with weight
-    front = centre - half_depth * (1.0 + 0.05 * y) - belly  # (S, 1)
-    back = centre + half_depth * (1.0 - 0.03 * y)  # (S, 1)
+    neck = smoothstep(anatomy.apex_y + 0.15, -1.0, y)  # (S, 1) the neck is narrower than the chest
+    front = centre - half_depth * (1.0 + 0.05 * y) - belly + 0.3 * neck  # (S, 1)
+    back = centre + half_depth * (1.0 - 0.03 * y) - 0.12 * neck  # (S, 1)
     middle, half = 0.5 * (front + back), 0.5 * (back - front)
     tissue = np.sqrt(np.clip(1.0 - np.square((x - middle) / half), 0.0, 1.0))
     density = 1.1 * anatomy.body_depth * tissue * ramp(y + 1.05, 0.03)

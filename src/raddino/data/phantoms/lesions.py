@@ -1,7 +1,7 @@
 """Findings as numbers: which ones an image has, how severe, where (drawing is in ``pathology``).
 
 Every positive finding is either *subtle* or *obvious*. Subtle versions are what makes the task
-non-trivial and resolution-dependent, as in the paper's small findings: a 5–9 mm nodule is 4–7 px at
+non-trivial and resolution-dependent, as in the paper's small findings: a 5–9 mm nodule is 3–6 px at
 224 px, a small apical pneumothorax is a 1-px pleural line a few pixels from the chest wall, a small-bore
 tube is 2–3 px wide. Positions are fractions of the lung (``v``: 0 at the apex, 1 at the costophrenic
 angle; ``u``: 0 at the medial border, 1 at the lateral border) so that they fit any body and view.
@@ -126,13 +126,13 @@ def draw_labels(
 
 
 def sample_ctr(rng: np.random.Generator, severity: Severity | None) -> float:
-    """Cardiothoracic ratio: normal hearts stay below 0.48 and enlarged ones above 0.52, so the label is
+    """Cardiothoracic ratio: normal hearts stay below 0.485 and enlarged ones above 0.515, so the label is
     unambiguous on the masks (the clinical threshold is 0.5)."""
     if severity is None:
-        return float(np.clip(rng.normal(0.43, 0.025), 0.36, 0.48))
+        return float(np.clip(rng.normal(0.44, 0.028), 0.36, 0.485))
     if severity == "subtle":
-        return float(rng.uniform(0.52, 0.56))
-    return float(rng.uniform(0.57, 0.68))
+        return float(rng.uniform(0.515, 0.55))
+    return float(rng.uniform(0.56, 0.65))
 
 
 def sample_chronic(
@@ -143,14 +143,14 @@ def sample_chronic(
     nodules: tuple[Nodule, ...] = ()
     if labels["nodule"]:
         subtle = severities["nodule"] == "subtle"
-        count = 1 if subtle or rng.random() < 0.7 else 2
+        count = 1 if subtle else int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
         nodules = tuple(
             Nodule(
                 side=_side(rng),
                 v=float(rng.uniform(0.15, 0.8)),
                 u=float(rng.uniform(0.3, 0.85)),
-                diameter_mm=float(rng.uniform(5.0, 9.0) if subtle else rng.uniform(12.0, 30.0)),
-                density=float(rng.uniform(0.5, 0.8) if subtle else rng.uniform(0.8, 1.1)),
+                diameter_mm=float(rng.uniform(5.0, 9.0) if subtle else rng.uniform(14.0, 32.0)),
+                density=float(rng.uniform(0.5, 0.8) if subtle else rng.uniform(0.9, 1.2)),
                 severity=severities["nodule"],
             )
             for _ in range(count)
@@ -200,7 +200,7 @@ def sample_acute(
         subtle = severities["pneumothorax"] == "subtle"
         parts["pneumothorax"] = Pneumothorax(
             side=_side(rng),
-            gap=float(rng.uniform(0.035, 0.07) if subtle else rng.uniform(0.13, 0.32)),
+            gap=float(rng.uniform(0.03, 0.06) if subtle else rng.uniform(0.12, 0.3)),
             severity=severities["pneumothorax"],
         )
     if labels["support_device"]:

@@ -43,7 +43,10 @@ def apply_pneumothorax(lung: LungSide, gap: float, pixel: float) -> tuple[np.nda
     lung_tissue = ramp(signed, pixel)
     lung.parenchyma = lung.parenchyma * np.where(lung.v < lung.base, lung_tissue, 1.0)
     collapsed = lung.air * (1.0 - 0.8 * gap)  # a smaller lung holds less air per path
-    lung.air = np.where(mask, np.maximum(lung.air, 0.6), collapsed).astype(np.float32)
+    # The air layer's depth grows with the gap: a small pneumothorax is a faint lucent rim, a large one
+    # a black band. Either way there are no markings in it (``parenchyma`` is 0 there).
+    lucency = min(0.8, 0.25 + 1.8 * gap)
+    lung.air = np.where(mask, np.maximum(lung.air, lucency), collapsed).astype(np.float32)
     line = np.exp(-np.square(signed / (0.6 * pixel))) * lung.mask * (lung.v < lung.base)
     return mask, (0.07 * line).astype(np.float32)
 
@@ -97,7 +100,7 @@ def draw_nodule(canvas: Canvas, lung: LungSide, nodule: Nodule, density: np.ndar
         return mask
     r2 = (np.square(region.x - cx) + np.square(region.y - cy)) / radius**2
     # Density ∝ path length through a sphere; the peak grows with size (a 7 mm nodule is faint).
-    peak = nodule.density * (0.02 + 2.2 * radius)
+    peak = nodule.density * (0.04 + 4.0 * radius)
     sphere = np.sqrt(np.clip(1.0 - r2, 0.0, 1.0))
     density[region.rows, region.cols] += (peak * sphere).astype(np.float32)
     mask[region.rows, region.cols] = r2 <= 1.0
@@ -113,10 +116,11 @@ def fibrosis_density(rng: np.random.Generator, lung: LungSide, fibrosis: Fibrosi
     _, _, lowest = lung_extent(lung)
     lung_height = lowest - lung.apex
     field = smooth_field(rng, lung.region, cells_per_unit=fibrosis.cells_per_unit)
-    lines = np.exp(-np.square(field / 0.3))
+    # Coarse (obvious) reticulation has thicker lines: the sharpening scales with the cell size.
+    lines = np.exp(-np.square(field / (0.3 if fibrosis.severity == "subtle" else 0.45)))
     top = lowest - fibrosis.extent * lung_height
     basal = smoothstep(top, top + 0.35 * fibrosis.extent * lung_height, lung.v)  # (h, 1)
     peripheral = smoothstep(0.15, 0.75, lung.level)  # the outline function is ~1 at the pleura
     weight = basal * (0.35 + 0.65 * peripheral) * lung.parenchyma
-    lung.air = (lung.air * (1.0 - 0.2 * fibrosis.strength * weight)).astype(np.float32)
-    return (0.11 * fibrosis.strength * lines * weight).astype(np.float32)
+    lung.air = (lung.air * (1.0 - 0.35 * fibrosis.strength * weight)).astype(np.float32)
+    return (0.25 * fibrosis.strength * lines * weight).astype(np.float32)

@@ -190,11 +190,13 @@ def expose(rng: np.random.Generator, canvas: Canvas, density: np.ndarray, spec: 
     # Quantum noise, relatively stronger where fewer photons reach the detector (bright, dense areas), is
     # blurred by the detector like the image; electronic noise added after the blur stays white.
     noise = rng.standard_normal(image.shape, dtype=np.float32)
-    image = image + (2.0 * positioning.noise) * (0.6 + 0.8 * image) * noise
+    # Noise is set for 518 px; a smaller image is a binned one, whose pixels average more photons.
+    level = positioning.noise * min(1.0, max(0.35, canvas.size / 518.0))
+    image = image + (2.0 * level) * (0.6 + 0.8 * image) * noise
     blur = positioning.blur * canvas.size / 518.0
     if blur >= 0.3:
         image = ndimage.gaussian_filter(image, blur)
-    image = image + (0.4 * positioning.noise) * rng.standard_normal(image.shape, dtype=np.float32)
+    image = image + (0.4 * level) * rng.standard_normal(image.shape, dtype=np.float32)
     image = image.astype(np.float32)
     low, high = float(image.min()), float(image.max())
     return ((image - low) / (high - low)).astype(np.float32)

@@ -135,8 +135,8 @@ class PhantomsConfig:
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"n must be at least 1, got {self.n}")
-        if self.size < 32:
-            raise ValueError(f"size must be at least 32 pixels, got {self.size}")
+        if self.size < 64:  # below that, the masks of subtle findings can vanish
+            raise ValueError(f"size must be at least 64 pixels, got {self.size}")
         self.formats = list(self.formats)
         if not self.formats:
             raise ValueError("formats must name at least one of png8, png16, dicom")

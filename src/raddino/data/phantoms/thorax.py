@@ -24,7 +24,7 @@ from raddino.data.phantoms.canvas import Canvas, Region, ramp, smoothstep
 
 SIDE_SIGN = {"right": -1.0, "left": 1.0, "both": 1.0}
 RECESS = 0.06  # depth of the costophrenic recess below the angle's level
-HEART_SHEAR = 0.3  # tan of the heart's tilt
+SMOOTH_UNION = 0.12  # softness of the union of the heart's parts, in level units
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,16 @@ class HeartShape:
     b: float
 
     def level(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """The union's level function (< 1 inside), the minimum over the parts."""
-        levels = [part.level(y, x) for part in self.parts]
-        return np.minimum.reduce(levels) if len(levels) > 1 else levels[0]
+        """The union's level function (< 1 inside): a smooth minimum over the parts.
+
+        The smooth minimum ``-k log Σ exp(-level / k)`` fills the notches where the parts meet, as the
+        real silhouette has none; far from the other parts it equals the nearest part's level, so the
+        heart's extreme left and right points (its width, hence the CTR) are those of the parts.
+        """
+        levels = np.stack([part.level(y, x) for part in self.parts])  # (parts, h, w)
+        lowest = levels.min(axis=0)
+        union = lowest - SMOOTH_UNION * np.log(np.exp(-(levels - lowest) / SMOOTH_UNION).sum(axis=0))
+        return np.maximum(union, 0.0)
 
 
 @dataclass
@@ -144,13 +151,16 @@ def heart_shape(anatomy: Anatomy, positioning: Positioning) -> HeartShape:
     width = 2.0 * anatomy.ctr * anatomy.thorax_half_width
     right_edge = positioning.rotation - anatomy.heart_right_share * width
     left_edge = right_edge + width
-    height = 0.23 * (anatomy.ctr / 0.44) ** 0.3 * (anatomy.thorax_half_width / 0.74)  # half-height
+    # Half-height: grows more slowly than the width (enlarged hearts are globular), varies per subject.
+    height = (
+        0.23 * (anatomy.ctr / 0.44) ** 0.3 * (anatomy.thorax_half_width / 0.74) * anatomy.heart_aspect / 0.785
+    )
     left_base = anatomy.base_y[1] + positioning.inspiration - anatomy.volume_loss
     bottom = left_base - anatomy.dome_rise[1] + 0.08
     atrium_a, atrium_b = 0.2 * width, 0.85 * height
     atrium = Ellipse(right_edge + atrium_a, bottom - 0.02 - atrium_b, atrium_a, atrium_b)
     ventricle_b = 0.9 * height
-    shear = HEART_SHEAR
+    shear = 0.55 * float(np.tan(anatomy.heart_angle))  # the apex points down and to the patient's left
     # Solve for the ventricle's half-axis so the sheared ellipse's right end lands exactly on left_edge.
     target = 0.31 * width  # half-extent: the ventricle spans the heart's left 62 %
     ventricle_a = float(np.sqrt(max(target**2 - (shear * ventricle_b) ** 2, (0.4 * target) ** 2)))
