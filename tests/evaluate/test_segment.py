@@ -175,3 +175,23 @@ def test_fewshot_curve(masked_pngs: Path, tiny_encoder_dir: Path, tmp_path: Path
     assert (out / "fewshot.png").stat().st_size > 0
     summary = json.loads((out / "fewshot.json").read_text())["summary"]
     assert summary["dice/linear@1"]["count"] == 2  # two seeds
+
+
+def test_augmented_training_runs_the_encoder_on_moved_images_and_masks(
+    masked_pngs: Path, tiny_encoder_dir: Path, tmp_path: Path
+) -> None:
+    config = SegmentConfig(
+        input=str(masked_pngs),
+        model=str(tiny_encoder_dir),
+        out=str(tmp_path / "aug"),
+        resolution=56,
+        device="cpu",
+        heads=["linear"],
+        save_predictions=False,
+        progress=False,
+        training=SegTraining(epochs=2, batch_size=4, lr=5e-3, augment=True),
+    )
+    result = run_segment(config)
+    history = result.heads["linear"]["val_loss"]
+    assert len(history) == 2
+    assert all(np.isfinite(history))
