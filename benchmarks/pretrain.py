@@ -29,7 +29,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.report import command_line, machine_description, write_section
+from benchmarks.report import write_section
 from raddino.data.collate import collate_multicrop
 from raddino.pretrain.config import PretrainConfig, load_pretrain_config
 from raddino.pretrain.dataset import MaskPlanner
@@ -241,9 +241,6 @@ def main() -> None:
         gpu_row = measure(step, gpu_config, gpu, torch.bfloat16, args.steps)["raddino"]
         rows.append(("raddino: ViT-B/14, 2×518 + 8×196 px, batch 40, bf16 autocast", "cuda", gpu_row))
     lines = [
-        f"Machine: {machine_description()}",
-        f"Command: `{command_line()}`",
-        "",
         "One training step (teacher forward, student forward/backward with iBOT masks, DINO + iBOT + KoLeo, "
         "clipping, AdamW, EMA), synthetic batches, best of "
         f"{args.steps} steps after a warm-up (variants interleaved step by step). "
