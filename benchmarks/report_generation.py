@@ -87,10 +87,11 @@ def make_data(
     from raddino.evaluate.report import build_causal_lm, train_report_tokenizer
     from raddino.models import Encoder
 
+    # phantoms are drawn at 64 px at least and resized to the encoder's ``size`` by its preprocessing
     manifest = generate_phantoms(
         root / "phantoms",
         n=studies,
-        size=size,
+        size=max(size, 64),
         seed=seed,
         workers=1,
         masks=False,
@@ -176,7 +177,8 @@ def run(args: argparse.Namespace, root: Path) -> str:
 
     findings = list(rows[0][3])
     lines = [
-        f"Phantoms: {args.studies} frontal studies at {args.size} px ({results[0].count} test studies, "
+        f"Phantoms: {args.studies} frontal studies drawn at {max(args.size, 64)} px, encoded at "
+        f"{args.size} px ({results[0].count} test studies, "
         f"{args.subtle_fraction:.0%} of positive findings subtle); "
         f"frozen random-init `test` encoder (2 blocks, 32 wide, {(args.size // 14) ** 2} patch tokens); "
         f"tokenizer (byte-level BPE, 600) and a 2-layer {args.hidden}-wide Llama trained from scratch with "
@@ -212,7 +214,7 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=1200)
     parser.add_argument("--size", type=int, default=56)
     parser.add_argument("--hidden", type=int, default=64, help="Width of the tiny Llama.")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--subtle-fraction", type=float, default=0.0, help="Share of subtle findings.")
