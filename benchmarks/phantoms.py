@@ -151,16 +151,20 @@ def learnability(n: int, workers: int) -> str:
         "| finding | prevalence | AUPRC | AUPRC subtle only | AUPRC obvious only |",
         "|---|---:|---:|---:|---:|",
     ]
+    ratios, near_chance = {}, []
     for name in FINDINGS:
         target = np.array([spec.labels[name] for spec in specs])
         scores = cross_validated_scores(features, target, groups)
         auprc = average_precision_score(target, scores)
+        ratios[name] = auprc / target.mean()
         cells = [f"{target.mean():.3f}", f"**{auprc:.3f}**"]
         for severity in ("subtle", "obvious"):
             severities = np.array([spec.findings.severities.get(name, "") for spec in specs])
             keep = (target == 0) | (severities == severity)
             sub_target = target[keep]
             sub = average_precision_score(sub_target, scores[keep])
+            if sub < 1.2 * sub_target.mean():
+                near_chance.append(f"{severity} {name}")
             cells.append(f"{sub:.3f} (prev. {sub_target.mean():.3f})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     meta_lines = [
@@ -180,6 +184,11 @@ def learnability(n: int, workers: int) -> str:
         meta_lines.append(
             f"| {name} | {len(np.unique(target))} | {majority:.3f} | **{np.mean(predicted == target):.3f}** |"
         )
+    low, high = min(ratios, key=ratios.__getitem__), max(ratios, key=ratios.__getitem__)
+    summary = (
+        f"AUPRC / prevalence ranges from {ratios[low]:.1f}× ({low}) to {ratios[high]:.1f}× ({high}). "
+        f"Within 1.2× of chance: {', '.join(near_chance) or 'none'}."
+    )
     views = {view: sum(spec.view == view for spec in specs) for view in ("PA", "AP", "LATERAL")}
     return (
         f"{n} phantoms at {LEARN_SIZE} px (seed 0, default settings: {views['PA']} PA, {views['AP']} AP, "
@@ -192,6 +201,8 @@ def learnability(n: int, workers: int) -> str:
         'subject. A random score\'s AUPRC equals the prevalence. "Subtle only" scores the subtle '
         'positives against all negatives (likewise "obvious only").\n\n'
         + "\n".join(lines)
+        + "\n\n"
+        + summary
         + "\n\n"
         + "\n".join(meta_lines)
     )

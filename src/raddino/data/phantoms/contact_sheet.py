@@ -36,20 +36,39 @@ SHORT = {
 }
 
 
+GREYS = 256 - len(COLOURS)  # palette: GREYS grey levels, then one entry per outline colour
+
+
 def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask)
 
 
-def overlay(phantom: Phantom) -> np.ndarray:
-    """The phantom as RGB uint8 (H, W, 3) with mask outlines drawn on it."""
-    grey = np.round(phantom.image * 255).astype(np.uint8)
-    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+def overlay(phantom: Phantom, tile: int | None = None) -> np.ndarray:
+    """Palette indices (tile, tile) uint8: the X-ray in grey levels, mask outlines in their colours.
+
+    The image is resized with Lanczos and each mask with nearest neighbour before its outline is taken,
+    so outlines are one display pixel wide and keep their exact colours (see ``palette``).
+    """
+    size = tile or phantom.image.shape[0]
+    grey = Image.fromarray(np.round(phantom.image * 255).astype(np.uint8)).resize(
+        (size, size), Image.Resampling.LANCZOS
+    )
+    indices = np.round(np.asarray(grey, dtype=np.float32) * (GREYS - 1) / 255).astype(np.uint8)
     masks = dict(phantom.masks)
-    masks["ribs"] = np.logical_or.reduce([masks[f"rib_{name}"] for name in RIB_NAMES])
-    for name, colour in COLOURS.items():
-        edge = _outline(masks[name])
-        rgb[edge] = colour
-    return rgb
+    # Ribs of the patient's right side only (image left), so the other hemithorax shows the bare X-ray.
+    masks["ribs"] = np.logical_or.reduce([masks[f"rib_{name}"] for name in RIB_NAMES if name.startswith("R")])
+    for number, name in enumerate(COLOURS):
+        small = np.asarray(Image.fromarray(masks[name]).resize((size, size), Image.Resampling.NEAREST))
+        indices[_outline(small)] = GREYS + number
+    return indices
+
+
+def palette() -> list[int]:
+    """The flat RGB palette of ``overlay``'s indices."""
+    greys = [round(level * 255 / (GREYS - 1)) for level in range(GREYS)]
+    return [value for level in greys for value in (level, level, level)] + [
+        c for rgb in COLOURS.values() for c in rgb
+    ]
 
 
 def caption(phantom: Phantom) -> str:
@@ -66,17 +85,17 @@ def caption(phantom: Phantom) -> str:
 def write_contact_sheet(
     phantoms: Sequence[Phantom], path: str | Path, columns: int = 4, tile: int = 256
 ) -> Path:
-    """Write a grid of ``phantoms`` (outlined, captioned) as a PNG, atomically."""
+    """Write a grid of ``phantoms`` (outlined, captioned) as a palette PNG, atomically."""
     rows = -(-len(phantoms) // columns)
     band = 18
-    sheet = Image.new("RGB", (columns * tile, rows * (tile + band)), (0, 0, 0))
+    sheet = Image.new("P", (columns * tile, rows * (tile + band)), 0)
+    sheet.putpalette(palette())
     draw = ImageDraw.Draw(sheet)
     for number, phantom in enumerate(phantoms):
         row, column = divmod(number, columns)
-        picture = Image.fromarray(overlay(phantom)).resize((tile, tile), Image.Resampling.LANCZOS)
         left, top = column * tile, row * (tile + band)
-        sheet.paste(picture, (left, top))
-        draw.text((left + 4, top + tile + 3), caption(phantom), fill=(255, 255, 255))
+        sheet.paste(Image.fromarray(overlay(phantom, tile), mode="P"), (left, top))
+        draw.text((left + 4, top + tile + 3), caption(phantom), fill=GREYS - 1)
     with atomic_path(path) as temporary:
-        sheet.save(temporary, format="PNG")
+        sheet.save(temporary, format="PNG", optimize=True)
     return Path(path)
