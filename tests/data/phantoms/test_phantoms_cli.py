@@ -32,8 +32,7 @@ def test_command_writes_images_copies_masks_and_a_contact_sheet(tmp_path: Path) 
     assert saved["formats"] == ["png8", "png16", "dicom"]
     assert saved["seed"] == 3
     with Image.open(sheet) as picture:
-        assert picture.size[0] == 4 * 256
-        assert picture.mode == "RGB"
+        assert picture.size == (4 * 256, 2 * (256 + 18))  # 5 phantoms: two rows of four
 
 
 def test_settings_come_from_a_yaml_file_and_overrides(tmp_path: Path) -> None:
