@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -124,19 +125,23 @@ def synchronize(device: torch.device) -> None:
 
 
 def peak_rss_child(count: int, workdir: Path) -> float:
-    """Peak RSS (MiB) of a separate process that embeds ``count`` images with a small model."""
+    """Peak RSS (MiB) of a separate process that embeds ``count`` images with a small model.
+
+    The child reports its own peak and its DataLoader workers' (the larger of the two), so each run is
+    measured on its own.
+    """
     script = (
-        "import sys, json, resource; sys.path.insert(0, '.');"
-        "from benchmarks.embed import rss_run; rss_run(int(sys.argv[1]), sys.argv[2])"
+        "import sys; sys.path.insert(0, '.'); from benchmarks.embed import rss_run;"
+        " rss_run(int(sys.argv[1]), sys.argv[2])"
     )
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-c", script, str(count), str(workdir)],
         check=True,
+        capture_output=True,
+        text=True,
         cwd=Path(__file__).resolve().parent.parent,
     )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(after, before) / 1024
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def rss_run(count: int, workdir: str) -> None:
@@ -163,6 +168,9 @@ def rss_run(count: int, workdir: str) -> None:
             device="cpu",
         )
     )
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(max(own, workers) / 1024)
 
 
 def flops_per_image(model_dir: Path) -> float:
@@ -219,10 +227,11 @@ def main() -> None:
         paths = make_images(work / "images", count, args.image_side)
         model_dir = work / "vitb14"
         Encoder.from_preset("vitb14", seed=0).save_pretrained(model_dir, preprocess=PreprocessConfig())
-        a = model_only(model_dir, paths, batch_size, device, precision)
+        a_before = model_only(model_dir, paths, batch_size, device, precision)
         b = end_to_end(
             model_dir, work / "images", work / "emb.parquet", batch_size, device.type, precision, args.workers
         )
+        a = (a_before + model_only(model_dir, paths, batch_size, device, precision)) / 2  # bracket (b)
         c = reference(model_dir, paths[: max(4, count // 4)] if not gpu else paths, device)
         rss_1x = peak_rss_child(args.rss_images, work)
         rss_4x = peak_rss_child(4 * args.rss_images, work)
@@ -256,7 +265,12 @@ def main() -> None:
     if gpu:
         rows.append(f"| bf16 matmul peak (measured) | {results['matmul_peak_tflops']:.0f} TFLOP/s |")
         rows.append(f"| model FLOP utilisation of (b) | {results['mfu_embed']:.1%} |")
-    write_section("embed", "## `raddino embed` throughput and memory\n\n" + "\n".join(rows))
+    load = os.getloadavg()[0]
+    note = (
+        f"\n\nLoad average when the run ended: {load:.1f} on {os.cpu_count()} cores (other processes"
+        " share the machine; the ratios compare runs made one after the other in the same process)."
+    )
+    write_section("embed", "## `raddino embed` throughput and memory\n\n" + "\n".join(rows) + note)
 
 
 if __name__ == "__main__":
