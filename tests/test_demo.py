@@ -1,28 +1,90 @@
-"""``raddino demo``: the README's main command runs end to end on built-in data and resumes."""
+"""``raddino demo --quick``: every step runs end to end on built-in data, the report holds every section,
+and a re-run resumes instead of redoing the work."""
 
 from __future__ import annotations
 
+import base64
+import io
+import json
+import re
+
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from raddino.cli import app
-from raddino.evaluate.embedding_store import read_embeddings
-from raddino.io.manifest import read_manifest
+from raddino.demo import quick_plan
+from raddino.viz.html_report import parse_markdown_tables
+
+SECTIONS = [
+    "overview",
+    "pre-training-loss-curves",
+    "comparison",
+    "reports",
+    "attention",
+    "correspondences",
+    "pca",
+    "segmentation",
+]
 
 
 @pytest.mark.slow
-def test_demo_embeds_every_phantom_and_a_rerun_resumes(tmp_path):
+def test_quick_demo_writes_every_section_and_a_rerun_resumes(tmp_path):
     out = tmp_path / "demo"
-    first = CliRunner().invoke(app, ["demo", "--out", str(out), "--images", "12", "--size", "56"])
+    first = CliRunner().invoke(app, ["demo", "--out", str(out), "--quick", "--seed", "1"])
     assert first.exit_code == 0, first.output
-    assert "12 embedded" in first.output
+    assert "19 step(s) run, 0 already done" in first.output
 
-    manifest = read_manifest(out / "phantoms" / "manifest.csv")
-    ids, cls = read_embeddings(out / "embeddings.parquet")
-    assert sorted(ids) == sorted(manifest.ids())
-    assert cls.shape == (12, 32)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert re.findall(r'<section id="([^"]+)"', page) == SECTIONS
+    # figures are embedded and decode to real images: loss curves (SVG), attention, correspondences,
+    # PCA, and two segmentation overlays per encoder
+    sources = re.findall(r'<img src="data:([^;]+);base64,([^"]+)"', page)
+    assert [mime for mime, _ in sources] == ["image/svg+xml"] + ["image/png"] * 7
+    for _, payload in sources[1:]:
+        width, height = Image.open(io.BytesIO(base64.b64decode(payload))).size
+        assert width >= 56
+        assert height >= 56
+    assert b"<polyline" in base64.b64decode(sources[0][1])  # the loss curves have lines
 
-    second = CliRunner().invoke(app, ["demo", "--out", str(out), "--images", "12", "--size", "56"])
+    markdown = (out / "report.md").read_text(encoding="utf-8")
+    tables = parse_markdown_tables(markdown)
+    captions = re.findall(r"^\*(.+)\*$", markdown, re.M)
+    assert any("Linear probing" in c for c in captions)
+    assert any("Table 5" in c for c in captions)
+    # 4 task tables (2 encoders + the Δ row), the margins table, the report-generation table and the
+    # generated reports of both encoders
+    comparison = [t for t in tables if t.header[0] == "encoder"]
+    assert len(comparison) == 4
+    assert all(len(t.rows) == 3 for t in comparison)
+    assert [row[0] for row in comparison[0].rows] == ["pre-trained", "random init", "Δ best − runner-up"]
+    assert comparison[0].header[1:3] == ["macro_auprc", "macro_auroc"]
+    pairs = [t for t in tables if t.header == ["study", "reference", "generated"]]
+    assert len(pairs) == 2
+    assert all(len(t.rows) == 3 and t.rows[0][1].startswith("FINDINGS") for t in pairs)
+    for figure in re.findall(r"\]\(([^)]+)\)", markdown):
+        assert (out / figure).is_file(), figure
+
+    summary = json.loads((out / "demo.json").read_text(encoding="utf-8"))
+    assert set(summary["margins"]) == {"probe", "knn", "metadata", "segment"}
+    assert set(summary["report_generation"]) == {"pre-trained", "random init"}
+    assert summary["plan"]["images"] == quick_plan().images
+    loss_records = (out / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(loss_records) == 4  # quick plan: 2 epochs × 2 iterations, logged every iteration
+    report_mtime = (out / "report.html").stat().st_mtime_ns
+
+    second = CliRunner().invoke(app, ["demo", "--out", str(out), "--quick", "--seed", "1"])
     assert second.exit_code == 0, second.output
-    assert "0 embedded" in second.output
-    assert "12 already done" in second.output
+    assert "0 step(s) run, 19 already done" in second.output
+    assert (out / "report.html").stat().st_mtime_ns == report_mtime
+    assert json.loads((out / "demo.json").read_text())["margins"] == summary["margins"]
+
+    # a lost step output is redone once its record is removed; the others stay skipped
+    state = json.loads((out / "demo_state.json").read_text())
+    del state["report"]
+    (out / "demo_state.json").write_text(json.dumps(state))
+    (out / "report.html").unlink()
+    third = CliRunner().invoke(app, ["demo", "--out", str(out), "--quick", "--seed", "1"])
+    assert third.exit_code == 0, third.output
+    assert "1 step(s) run, 18 already done" in third.output
+    assert (out / "report.html").read_text(encoding="utf-8") == page

@@ -1,56 +1,418 @@
 """The built-in end-to-end job behind ``raddino demo`` / ``make demo``: no downloads, no user data.
 
-Today it makes synthetic chest X-rays, builds a test-sized DINOv2 encoder saved like a release (a
-transformers folder with its preprocessor config), and embeds the images. Every step reuses the library's
-commands and resumes when re-run.
+Steps (each a library call; a finished step is recorded in ``OUT/demo_state.json`` and skipped when the
+demo is re-run, so an interrupted demo resumes):
+
+1. ``phantoms``: synthetic chest X-rays with findings, metadata, masks and reports (``generate_phantoms``);
+2. ``pretrain``: a small ViT/14 with the full recipe (DINO + iBOT + KoLeo, EMA teacher, multi-crop) on
+   them, from random init (``pretrain``), then its teacher exported (``export_run``);
+3. ``random``: the same architecture at the same random init, saved the same way (the paper's baseline);
+   with ``ablation`` also a run with iBOT off (``ibot.loss_weight: 0``, the paper's ablation);
+4. per encoder: linear probing of the findings, kNN, metadata prediction, a linear segmentation head,
+   and a tiny report generator (a 2-layer language model on the encoder's patch tokens);
+5. ``compare`` (the paper's table layout), attention maps, correspondences and a PCA map of the
+   pre-trained encoder, then ``report.html`` / ``report.md`` (:mod:`raddino.demo_report`).
+
+``OUT/demo.json`` holds every step's wall time and, per table column, the pre-trained encoder's margin
+over random init.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from raddino.evaluate.embed import EmbedConfig, EmbedSummary, embed
+from raddino.io.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class DemoPlan:
+    """Sizes of one demo: the full CPU demo (:func:`full_plan`) or the seconds-long ``--quick`` one."""
+
+    images: int
+    size: int
+    """Phantom side in pixels (the phantom generator's minimum is 64)."""
+    pretrain: dict[str, Any]
+    """``PretrainConfig`` values (dotted keys) on top of its defaults."""
+    probe_epochs: int
+    probe_seeds: tuple[int, ...]
+    knn_ks: tuple[int, ...]
+    metadata_folds: int
+    segment_epochs: int
+    segment_channels: int
+    report_epochs: int
+    report_hidden: int
+    ablation: bool = False
+
+
+# configs/demo_cpu.yaml's recipe, in code so an installed package needs no repo files: a 4-block,
+# 128-wide ViT/14 at 112 px global / 56 px local crops, 300 iterations (~5 min on 2 CPU cores).
+_DEMO_CPU: dict[str, Any] = {
+    "student.arch": "vits14",
+    # LayerScale 0.1 instead of DINOv2's 1e-5: in a few hundred iterations the blocks must contribute
+    # from the start, or every CLS token is the same and nothing is learnt.
+    "student.arch_overrides": {
+        "hidden_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 2,
+        "image_size": 112,
+        "layerscale_value": 0.1,
+    },
+    "student.drop_path_rate": 0.0,
+    "dino.head_n_prototypes": 1024,  # 65536 prototypes are for 800k images
+    "dino.head_bottleneck_dim": 64,
+    "dino.head_hidden_dim": 256,
+    "crops.global_crops_size": 112,
+    "crops.local_crops_size": 56,
+    "crops.local_crops_number": 4,
+    "optim.epochs": 12,
+    "optim.warmup_epochs": 1,
+    "optim.base_lr": 8.0e-3,  # x sqrt(16 / 1024) = 1e-3 at batch 16 (DINOv2's sqrt scaling)
+    "optim.freeze_last_layer_epochs": 1,
+    "teacher.momentum_teacher": 0.98,  # a short run: the teacher follows faster than DINOv2's 0.992
+    "teacher.final_momentum_teacher": 0.996,
+    "teacher.warmup_teacher_temp_epochs": 3,
+    "train.batch_size_per_gpu": 16,
+    "train.OFFICIAL_EPOCH_LENGTH": 25,
+    "train.num_workers": 1,
+    "train.checkpoint_period": 50,
+    "train.log_period": 5,
+    "compute.device": "cpu",
+}
+
+# configs/test.yaml's sizes: a 2-block, 32-wide ViT on 56 px crops, a few iterations.
+_QUICK: dict[str, Any] = {
+    "student.arch": "test",
+    "student.drop_path_rate": 0.0,
+    "dino.head_n_prototypes": 64,
+    "dino.head_bottleneck_dim": 16,
+    "dino.head_hidden_dim": 32,
+    "ibot.head_n_prototypes": 64,
+    "ibot.head_bottleneck_dim": 16,
+    "ibot.head_hidden_dim": 32,
+    "crops.global_crops_size": 56,
+    "crops.local_crops_size": 28,
+    "crops.local_crops_number": 2,
+    "optim.epochs": 2,
+    "optim.warmup_epochs": 1,
+    "train.batch_size_per_gpu": 4,
+    "train.OFFICIAL_EPOCH_LENGTH": 2,
+    "train.num_workers": 0,
+    "train.checkpoint_period": 2,
+    "train.log_period": 1,
+    "compute.device": "cpu",
+}
+
+
+def full_plan(ablation: bool = False) -> DemoPlan:
+    """The README's demo: about 10 minutes on two CPU cores (5 of them pre-training)."""
+    return DemoPlan(
+        images=400,
+        size=128,
+        pretrain=_DEMO_CPU,
+        probe_epochs=60,
+        probe_seeds=(0, 1, 2),
+        knn_ks=(10, 20),
+        metadata_folds=3,
+        segment_epochs=15,
+        segment_channels=32,
+        report_epochs=5,
+        report_hidden=64,
+        ablation=ablation,
+    )
+
+
+def quick_plan(ablation: bool = False) -> DemoPlan:
+    """A tiny demo for tests: every step and every report section, in seconds."""
+    return DemoPlan(
+        images=48,
+        size=64,
+        pretrain=_QUICK,
+        probe_epochs=3,
+        probe_seeds=(0,),
+        knn_ks=(3,),
+        metadata_folds=2,
+        segment_epochs=1,
+        segment_channels=8,
+        report_epochs=1,
+        report_hidden=32,
+        ablation=ablation,
+    )
+
+
 @dataclass
 class DemoResult:
-    """Where the demo left its outputs."""
+    """What the demo did: output folder, steps run now or skipped, numbers and margins."""
 
-    manifest: Path
-    model: Path
-    embeddings: EmbedSummary
+    out: Path
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    margins: dict[str, dict[str, float]] = field(default_factory=dict)
+    """task → column → pre-trained minus random-init mean."""
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report.html"
 
 
-def run_demo(out: str | Path = "demo", n_images: int = 48, size: int = 224, seed: int = 0) -> DemoResult:
-    """Run the demo into ``out``; an existing ``out`` is resumed, not redone."""
-    from raddino.data.phantoms import generate_phantoms
+class _Steps:
+    """Runs named steps once: ``OUT/demo_state.json`` records finished ones with their wall time."""
+
+    def __init__(self, out: Path, total: int) -> None:
+        self.path = out / "demo_state.json"
+        self.state: dict[str, Any] = (
+            json.loads(self.path.read_text(encoding="utf-8")) if self.path.exists() else {}
+        )
+        self.total, self.index = total, 0
+        self.result = DemoResult(out=out)
+
+    def __call__(self, name: str, action: Callable[[], Any]) -> None:
+        self.index += 1
+        if name in self.state:
+            logger.info("[%d/%d] %s: done before, skipped", self.index, self.total, name)
+            self.result.skipped.append(name)
+            self.result.seconds[name] = self.state[name]["seconds"]
+            return
+        logger.info("[%d/%d] %s", self.index, self.total, name)
+        started = time.perf_counter()
+        action()
+        seconds = time.perf_counter() - started
+        self.state[name] = {"seconds": round(seconds, 2)}
+        atomic_write_text(self.path, json.dumps(self.state, indent=2) + "\n")
+        self.result.ran.append(name)
+        self.result.seconds[name] = round(seconds, 2)
+
+
+def _pretrain_step(plan: DemoPlan, manifest: Path, run: Path, model: Path, seed: int, ibot: bool) -> None:
+    from raddino.config import load_config
+    from raddino.pretrain.config import PretrainConfig
+    from raddino.pretrain.export import export_run
+    from raddino.pretrain.train import pretrain
+
+    values = {
+        **plan.pretrain,
+        "train.dataset_path": str(manifest),
+        "train.split": "train",  # validation and test phantoms stay unseen, as in the paper
+        "train.seed": seed,
+        "train.export_at_end": False,
+    }
+    if not ibot:
+        values["ibot.loss_weight"] = 0.0
+    config = load_config(PretrainConfig, values=values)
+    pretrain(config, run, resume=True, progress=True)
+    export_run(run, model, which="teacher", overwrite=True)
+
+
+def _random_step(plan: DemoPlan, manifest: Path, model: Path, seed: int) -> None:
+    """The pre-trained encoder's starting point (same architecture, same seed), saved like an export."""
+    from raddino.config import load_config
     from raddino.data.preprocess import PreprocessConfig
-    from raddino.models import Encoder
+    from raddino.pretrain.config import PretrainConfig
+    from raddino.pretrain.meta_arch import build_encoder
 
-    out = Path(out)
-    manifest = out / "phantoms" / "manifest.csv"
-    if not manifest.exists():
-        logger.info("1/3 making %d synthetic chest X-rays at %d px", n_images, size)
-        manifest = generate_phantoms(out / "phantoms", n=n_images, size=size, seed=seed)
-    model_dir = out / "encoder"
-    if not (model_dir / "config.json").exists():
-        logger.info("2/3 building a test-sized DINOv2 encoder in %s", model_dir)
-        encoder = Encoder.from_preset("test", seed=seed)
-        encoder.save_pretrained(
-            model_dir, preprocess=PreprocessConfig(shortest_edge=size, crop_size=(size, size))
-        )
-    logger.info("3/3 embedding the images")
-    summary = embed(
-        EmbedConfig(
-            input=str(manifest),
-            model=str(model_dir),
-            out=str(out / "embeddings.parquet"),
-            columns=["split"],
-            batch_size=16,
-        )
+    values = {**plan.pretrain, "train.dataset_path": str(manifest), "train.seed": seed}
+    config = load_config(PretrainConfig, values=values)
+    size = config.crops.global_crops_size
+    build_encoder(config).save_pretrained(
+        model,
+        preprocess=PreprocessConfig(
+            image_mean=(config.crops.mean,) * 3,
+            image_std=(config.crops.std,) * 3,
+            crop_size=(size, size),
+            shortest_edge=size,
+        ),
     )
-    return DemoResult(manifest=manifest, model=model_dir, embeddings=summary)
+
+
+def _train_reports(manifest: Path) -> list[str]:
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        return [row["report"] for row in csv.DictReader(handle) if row.get("split") == "train"]
+
+
+def _evaluations(plan: DemoPlan, manifest: Path, model: Path, out: Path, cache: Path, lm: Path) -> dict:
+    """One encoder's evaluation steps (name → action), results under ``out``."""
+    from raddino.evaluate.features import FeatureConfig
+    from raddino.evaluate.knn import KnnConfig, run_knn
+    from raddino.evaluate.linear_heads import HeadTraining
+    from raddino.evaluate.metadata import MetadataConfig, run_metadata
+    from raddino.evaluate.probe import ProbeConfig, run_probe
+    from raddino.evaluate.report import (
+        ReportGenerateConfig,
+        ReportTrainConfig,
+        StudySelection,
+        generate_reports,
+        train_report_model,
+    )
+    from raddino.evaluate.seg_train import SegTraining
+    from raddino.evaluate.segment import SegmentConfig, run_segment
+
+    features = FeatureConfig(model=str(model), cache_dir=str(cache), num_workers=0, device="cpu")
+    inputs = str(manifest)
+
+    def probe() -> None:
+        run_probe(
+            ProbeConfig(
+                input=inputs,
+                out=str(out / "probe"),
+                features=features,
+                seeds=list(plan.probe_seeds),
+                lrs=[1e-4, 1e-3],
+                training=HeadTraining(epochs=plan.probe_epochs),
+                progress=True,
+                overwrite=True,
+            )
+        )
+
+    def reports() -> None:
+        report_features = FeatureConfig(model=str(model), cache_dir=str(cache), num_workers=0, device="cpu")
+        train_report_model(
+            ReportTrainConfig(
+                input=inputs,
+                language_model=str(lm),
+                out=str(out / "report_model"),
+                features=report_features,
+                learning_rate=3e-3,  # an LM trained from scratch needs more than LLaVA's 2e-5
+                epochs=plan.report_epochs,
+                batch_size=16,
+                micro_batch_size=16,
+                device="cpu",
+                checkpoint_every=10_000,
+                overwrite=True,
+            )
+        )
+        generate_reports(
+            ReportGenerateConfig(
+                model=str(out / "report_model"),
+                input=inputs,
+                out=str(out / "reports.csv"),
+                features=report_features,
+                studies=StudySelection(split="test"),
+                max_new_tokens=80,
+                batch_size=32,
+                device="cpu",
+                overwrite=True,
+            )
+        )
+
+    return {
+        "probe": probe,
+        "knn": lambda: run_knn(
+            KnnConfig(input=inputs, out=str(out / "knn"), features=features, ks=list(plan.knn_ks))
+        ),
+        "metadata": lambda: run_metadata(
+            MetadataConfig(
+                input=inputs, out=str(out / "metadata"), features=features, folds=plan.metadata_folds
+            )
+        ),
+        "segment": lambda: run_segment(
+            SegmentConfig(
+                input=inputs,
+                model=str(model),
+                out=str(out / "segment"),
+                structures=["right_lung", "left_lung", "heart"],
+                heads=["linear"],
+                training=SegTraining(epochs=plan.segment_epochs, channels=plan.segment_channels),
+                device="cpu",
+                progress=True,
+            )
+        ),
+        "reports": reports,
+    }
+
+
+# The columns of the report's tables: the paper's summary metrics, then per-finding AUPRC as Table 2.
+FINDINGS = ("cardiomegaly", "pleural_effusion", "lung_opacity", "nodule", "pneumothorax", "fibrosis")
+TABLE_COLUMNS = (
+    "macro_auprc",
+    "macro_auroc",
+    "precision_at_k",
+    *(f"auprc/{finding}" for finding in FINDINGS),
+    *(f"accuracy/{target}" for target in ("sex", "age", "weight", "bmi")),
+    "dice/linear",
+    *(f"dice/linear/{s}" for s in ("right_lung", "left_lung", "heart")),
+)
+
+
+def run_demo(out: str | Path = "demo", plan: DemoPlan | None = None, seed: int = 0) -> DemoResult:
+    """Run the demo into ``out``; steps finished by an earlier run in ``out`` are skipped.
+
+    Args:
+        out: Output folder: ``report.html``, ``report.md``, ``demo.json`` and every step's outputs.
+        plan: Sizes (default :func:`full_plan`; :func:`quick_plan` for a seconds-long check).
+        seed: Seed of the phantoms, the initialisation and the evaluations' splits.
+
+    Returns:
+        The steps run and skipped, their wall times and the pre-trained encoder's margins.
+    """
+    from raddino.data.phantoms import generate_phantoms
+    from raddino.demo_report import build_report, figure_steps, margins_from_results
+    from raddino.evaluate.compare import CompareConfig, run_compare
+    from raddino.evaluate.report import build_causal_lm, train_report_tokenizer
+
+    plan = plan or full_plan()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / "phantoms" / "manifest.csv"
+    models = {"pre-trained": out / "models" / "pretrained", "random init": out / "models" / "random"}
+    if plan.ablation:
+        models["iBOT off"] = out / "models" / "ibot_off"
+    folders = {name: out / "eval" / path.name for name, path in models.items()}
+    lm = out / "report_lm"
+    figure_actions = figure_steps(out, manifest, models["pre-trained"], plan.size)
+    steps = _Steps(out, total=4 + len(models) * 5 + len(figure_actions) + 2 + int(plan.ablation))
+
+    steps("phantoms", lambda: generate_phantoms(out / "phantoms", n=plan.images, size=plan.size, seed=seed))
+    steps("pretrain", lambda: _pretrain_step(plan, manifest, out / "run", models["pre-trained"], seed, True))
+    if plan.ablation:
+        steps(
+            "pretrain iBOT off",
+            lambda: _pretrain_step(plan, manifest, out / "run_ibot_off", models["iBOT off"], seed, False),
+        )
+    steps("random init", lambda: _random_step(plan, manifest, models["random init"], seed))
+
+    def language_model() -> None:
+        tokenizer = train_report_tokenizer(_train_reports(manifest), vocab_size=600)
+        build_causal_lm(tokenizer, lm, hidden_size=plan.report_hidden, num_layers=2, num_heads=4, seed=seed)
+
+    steps("report language model", language_model)
+    for name, model in models.items():
+        actions = _evaluations(plan, manifest, model, folders[name], out / "feature_cache", lm)
+        for task, action in actions.items():
+            steps(f"{task} ({name})", action)
+    tasks = ("probe", "knn", "metadata", "segment")
+    results = [str(folders[n] / task / f"{task}.json") for task in tasks for n in models]
+    steps(
+        "compare",
+        lambda: run_compare(
+            CompareConfig(
+                results=results,
+                out=str(out / "compare"),
+                names=[n for _ in tasks for n in models],
+                columns=list(TABLE_COLUMNS),
+            )
+        ),
+    )
+    for name, action in figure_actions.items():
+        steps(name, action)
+    steps("report", lambda: build_report(out, plan, list(models), folders))
+    result = steps.result
+    result.margins = margins_from_results(folders)
+    summary = {
+        "plan": asdict(plan),
+        "seconds": result.seconds,
+        "total_seconds": round(sum(result.seconds.values()), 1),
+        "margins": result.margins,
+        "tables": json.loads((out / "compare" / "compare.json").read_text(encoding="utf-8"))["tables"],
+        "report_generation": json.loads((out / "report_scores.json").read_text(encoding="utf-8")),
+    }
+    atomic_write_text(out / "demo.json", json.dumps(summary, indent=2) + "\n")
+    return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
@@ -12,13 +13,28 @@ from raddino.cli.app import app
 @app.command()
 def demo(
     out: Annotated[str, typer.Option("--out", "-o", help="Output folder (re-running resumes).")] = "demo",
-    images: Annotated[int, typer.Option(help="Number of synthetic X-rays.")] = 48,
-    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 224,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A tiny version (seconds): every step and section, no learning.")
+    ] = False,
+    ablation: Annotated[
+        bool, typer.Option("--ablation", help="Also pre-train with iBOT off (about 5 more minutes).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the phantoms, initialisation and splits.")] = 0,
 ) -> None:
-    """Make synthetic chest X-rays, build a small encoder, embed the images."""
-    from raddino.demo import run_demo
+    """Phantoms → CPU pre-training → export → evaluations against random init → report.html."""
+    from raddino.demo import full_plan, quick_plan, run_demo
+    from raddino.demo_report import HEADLINE
 
-    result = run_demo(out, n_images=images, size=size, seed=seed)
-    typer.echo(f"phantoms: {result.manifest}\nencoder:  {result.model}\n{result.embeddings}")
-    raise typer.Exit(result.embeddings.exit_code)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    plan = quick_plan(ablation) if quick else full_plan(ablation)
+    result = run_demo(out, plan, seed=seed)
+    typer.echo(
+        f"{len(result.ran)} step(s) run, {len(result.skipped)} already done; "
+        f"{sum(result.seconds.values()):.0f} s of steps in all"
+    )
+    for task, columns in result.margins.items():
+        typer.echo(
+            f"{task}: pre-trained − random init "
+            + ", ".join(f"{c} {m:+.3f}" for c, m in columns.items() if c in HEADLINE)
+        )
+    typer.echo(f"report: {result.report}")

@@ -1,0 +1,163 @@
+"""The static report page renders in a real browser: every figure has pixels, every table its rows.
+
+Chromium (Debian's ``chromium``) is driven headless with ``--dump-dom`` after a small script, added to a
+copy of the page, writes each image's natural size and each table's row count into the DOM. Without
+Chromium the test is skipped, except under CI (``CI`` set), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raddino.io.png import write_png
+from raddino.viz.html_report import (
+    Figure,
+    ReportPairs,
+    Section,
+    Table,
+    Text,
+    parse_markdown_tables,
+    render_markdown,
+    write_report,
+)
+from raddino.viz.loss_svg import write_loss_curves
+
+_PROBE = """
+<script>
+window.addEventListener("load", () => {
+  const out = document.createElement("pre");
+  out.id = "probe";
+  const lines = [];
+  document.querySelectorAll("img").forEach((img, i) => {
+    lines.push(`img ${i} ${img.naturalWidth} ${img.naturalHeight} ${img.complete}`);
+  });
+  document.querySelectorAll("table").forEach((table, i) => {
+    lines.push(`table ${i} ${table.tBodies[0].rows.length} ${table.tHead.rows[0].cells.length}`);
+  });
+  out.textContent = lines.join("\\n");
+  document.body.appendChild(out);
+});
+</script>
+"""
+
+
+def chromium_or_skip() -> str:
+    """The browser's path; skipped locally without one, a failure under CI."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed but CI is set (.ci/run installs it)")
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    return browser
+
+
+def rendered_sizes(page: Path, workdir: Path) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Natural (width, height) of each image and (body rows, columns) of each table as Chromium shows
+    ``page``."""
+    browser = chromium_or_skip()
+    probed = workdir / "probed.html"
+    probed.write_text(page.read_text(encoding="utf-8").replace("</body>", _PROBE + "</body>"), "utf-8")
+    completed = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={workdir / 'profile'}",
+            "--dump-dom",
+            probed.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    match = re.search(r'<pre id="probe">(.*?)</pre>', completed.stdout, re.S)
+    assert match, f"no probe output; chromium said: {completed.stderr[-2000:]}"
+    images, tables = [], []
+    for line in match.group(1).splitlines():
+        kind, _, first, second, *_ = line.split()
+        (images if kind == "img" else tables).append((int(first), int(second)))
+    return images, tables
+
+
+@pytest.fixture
+def report(tmp_path: Path) -> Path:
+    grey = np.tile(np.linspace(0, 1, 48, dtype=np.float32), (32, 1))  # (32, 48) ramp
+    png = write_png(tmp_path / "figures" / "ramp.png", grey)
+    records = [{"iteration": i, "loss": 10 - i, "dino": 5 - i / 2, "ibot": 3.0} for i in range(1, 6)]
+    svg = write_loss_curves(records, tmp_path / "figures" / "loss.svg")
+    sections = [
+        Section("Overview", [Text("A **bold** claim & <escaped> text.")]),
+        Section("Curves", [Figure(svg, "losses")]),
+        Section(
+            "Tables",
+            [
+                Table(["encoder", "AUPRC"], [["a", "**0.9**"], ["b", "0.5"]], "probe"),
+                Table(["encoder", "Dice", "HD"], [["a", "0.8", "3"]]),
+            ],
+        ),
+        Section("Figures", [Figure(png, "ramp")]),
+        Section("Reports", [ReportPairs([("s1", "Heart size is normal.", "Heart | normal.")], "gen")]),
+    ]
+    write_report("Test report", sections, tmp_path / "report.html", tmp_path / "report.md")
+    return tmp_path
+
+
+def test_every_figure_and_table_renders_in_chromium(report: Path, tmp_path: Path) -> None:
+    images, tables = rendered_sizes(report / "report.html", tmp_path)
+    # the SVG keeps its declared size: 3 panels of 280 px + 20; the PNG its pixels
+    assert images == [(860, 230), (48, 32)]
+    assert tables == [(2, 2), (1, 3), (1, 3)]
+
+
+def test_page_is_self_contained_and_escapes_text(report: Path) -> None:
+    page = (report / "report.html").read_text(encoding="utf-8")
+    assert 'src="data:image/png;base64,' in page
+    assert 'src="data:image/svg+xml;base64,' in page
+    assert "figures/" not in page  # nothing is loaded from beside the page
+    assert "<strong>bold</strong>" in page
+    assert "&lt;escaped&gt;" in page
+    assert [a for a in re.findall(r'<section id="([^"]+)"', page)] == [
+        "overview",
+        "curves",
+        "tables",
+        "figures",
+        "reports",
+    ]
+
+
+def test_markdown_twin_links_figures_and_round_trips_tables(report: Path) -> None:
+    text = (report / "report.md").read_text(encoding="utf-8")
+    assert "![ramp](figures/ramp.png)" in text
+    assert "![losses](figures/loss.svg)" in text
+    tables = parse_markdown_tables(text)
+    assert [t.header for t in tables] == [
+        ["encoder", "AUPRC"],
+        ["encoder", "Dice", "HD"],
+        ["study", "reference", "generated"],
+    ]
+    assert tables[0].rows == [["a", "**0.9**"], ["b", "0.5"]]
+    assert tables[2].rows == [["s1", "Heart size is normal.", "Heart | normal."]]  # escaped and restored
+
+
+def test_missing_figure_type_and_empty_metrics_are_named_errors(tmp_path: Path) -> None:
+    odd = tmp_path / "figure.gif"
+    odd.write_bytes(b"GIF89a")
+    with pytest.raises(ValueError, match=r"figure\.gif: not an image"):
+        write_report("x", [Section("s", [Figure(odd, "gif")])], tmp_path / "r.html", tmp_path / "r.md")
+    with pytest.raises(ValueError, match="no loss values"):
+        write_loss_curves([{"iteration": 1, "lr": 0.1}], tmp_path / "loss.svg")
+    assert "s" in render_markdown("x", [Section("s")], tmp_path)
