@@ -9,6 +9,7 @@ import json
 import re
 
 import pytest
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -33,14 +34,14 @@ def test_quick_demo_writes_every_section_and_a_rerun_resumes(tmp_path):
     out = tmp_path / "demo"
     first = CliRunner().invoke(app, ["demo", "--out", str(out), "--quick", "--seed", "1"])
     assert first.exit_code == 0, first.output
-    assert "19 step(s) run, 0 already done" in first.output
+    assert "25 step(s) run, 0 already done" in first.output
 
     page = (out / "report.html").read_text(encoding="utf-8")
     assert re.findall(r'<section id="([^"]+)"', page) == SECTIONS
     # figures are embedded and decode to real images: loss curves (SVG), attention, correspondences,
-    # PCA, and two segmentation overlays per encoder
+    # PCA, and two segmentation overlays per encoder (pre-trained, random init, iBOT off)
     sources = re.findall(r'<img src="data:([^;]+);base64,([^"]+)"', page)
-    assert [mime for mime, _ in sources] == ["image/svg+xml"] + ["image/png"] * 7
+    assert [mime for mime, _ in sources] == ["image/svg+xml"] + ["image/png"] * 9
     for _, payload in sources[1:]:
         width, height = Image.open(io.BytesIO(base64.b64decode(payload))).size
         assert width >= 56
@@ -52,30 +53,38 @@ def test_quick_demo_writes_every_section_and_a_rerun_resumes(tmp_path):
     captions = re.findall(r"^\*(.+)\*$", markdown, re.M)
     assert any("Linear probing" in c for c in captions)
     assert any("Table 5" in c for c in captions)
-    # 4 task tables (2 encoders + the Δ row), the margins table, the report-generation table and the
-    # generated reports of both encoders
+    # 4 task tables (3 encoders + the Δ row), the margins table, the report-generation table and the
+    # generated reports of each encoder
     comparison = [t for t in tables if t.header[0] == "encoder"]
     assert len(comparison) == 4
-    assert all(len(t.rows) == 3 for t in comparison)
-    assert [row[0] for row in comparison[0].rows] == ["pre-trained", "random init", "Δ best − runner-up"]
+    assert all(len(t.rows) == 4 for t in comparison)
+    assert [row[0] for row in comparison[0].rows] == [
+        "pre-trained",
+        "random init",
+        "iBOT off",
+        "Δ best − runner-up",
+    ]
     assert comparison[0].header[1:3] == ["macro_auprc", "macro_auroc"]
     pairs = [t for t in tables if t.header == ["study", "reference", "generated"]]
-    assert len(pairs) == 2
+    assert len(pairs) == 3
     assert all(len(t.rows) == 3 and t.rows[0][1].startswith("FINDINGS") for t in pairs)
     for figure in re.findall(r"\]\(([^)]+)\)", markdown):
         assert (out / figure).is_file(), figure
 
     summary = json.loads((out / "demo.json").read_text(encoding="utf-8"))
     assert set(summary["margins"]) == {"probe", "knn", "metadata", "segment"}
-    assert set(summary["report_generation"]) == {"pre-trained", "random init"}
+    assert set(summary["report_generation"]) == {"pre-trained", "random init", "iBOT off"}
     assert summary["plan"]["images"] == quick_plan().images
     loss_records = (out / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(loss_records) == 4  # quick plan: 2 epochs × 2 iterations, logged every iteration
+    # the ablation is the same recipe with the iBOT loss off
+    assert yaml.safe_load((out / "run_ibot_off" / "config.yaml").read_text())["ibot"]["loss_weight"] == 0
+    assert yaml.safe_load((out / "run" / "config.yaml").read_text())["ibot"]["loss_weight"] == 1
     report_mtime = (out / "report.html").stat().st_mtime_ns
 
     second = CliRunner().invoke(app, ["demo", "--out", str(out), "--quick", "--seed", "1"])
     assert second.exit_code == 0, second.output
-    assert "0 step(s) run, 19 already done" in second.output
+    assert "0 step(s) run, 25 already done" in second.output
     assert (out / "report.html").stat().st_mtime_ns == report_mtime
     assert json.loads((out / "demo.json").read_text())["margins"] == summary["margins"]
 
@@ -86,5 +95,5 @@ def test_quick_demo_writes_every_section_and_a_rerun_resumes(tmp_path):
     (out / "report.html").unlink()
     third = CliRunner().invoke(app, ["demo", "--out", str(out), "--quick", "--seed", "1"])
     assert third.exit_code == 0, third.output
-    assert "1 step(s) run, 18 already done" in third.output
+    assert "1 step(s) run, 24 already done" in third.output
     assert (out / "report.html").read_text(encoding="utf-8") == page

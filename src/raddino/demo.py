@@ -7,7 +7,7 @@ demo is re-run, so an interrupted demo resumes):
 2. ``pretrain``: a small ViT/14 with the full recipe (DINO + iBOT + KoLeo, EMA teacher, multi-crop) on
    them, from random init (``pretrain``), then its teacher exported (``export_run``);
 3. ``random``: the same architecture at the same random init, saved the same way (the paper's baseline);
-   with ``ablation`` also a run with iBOT off (``ibot.loss_weight: 0``, the paper's ablation);
+   with ``ablation`` (the default) also a run with iBOT off (``ibot.loss_weight: 0``, the paper's ablation);
 4. per encoder: linear probing of the findings, kNN, metadata prediction, a linear segmentation head,
    and a tiny report generator (a 2-layer language model on the encoder's patch tokens);
 5. ``compare`` (the paper's table layout), attention maps, correspondences and a PCA map of the
@@ -112,7 +112,7 @@ _QUICK: dict[str, Any] = {
 }
 
 
-def full_plan(ablation: bool = False) -> DemoPlan:
+def full_plan(ablation: bool = True) -> DemoPlan:
     """The README's demo: about 10 minutes on two CPU cores (5 of them pre-training)."""
     return DemoPlan(
         images=400,
@@ -130,7 +130,7 @@ def full_plan(ablation: bool = False) -> DemoPlan:
     )
 
 
-def quick_plan(ablation: bool = False) -> DemoPlan:
+def quick_plan(ablation: bool = True) -> DemoPlan:
     """A tiny demo for tests: every step and every report section, in seconds."""
     return DemoPlan(
         images=48,

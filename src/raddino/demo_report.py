@@ -84,7 +84,8 @@ def _loss_section(out: Path) -> Section:
     svg = write_loss_curves(records, out / "figures" / "loss_curves.svg")
     last = records[-1] if records else {}
     text = (
-        f"{len(records)} logged iterations of the pre-trained encoder's run (`run/metrics.jsonl`); last "
+        f"{len(records)} logged records up to iteration {int(last.get('iteration', 0))} of the pre-trained "
+        "encoder's run (`run/metrics.jsonl`); last "
         + ", ".join(f"{k} {last[k]:.3f}" for k in ("loss", "dino", "ibot", "koleo") if k in last)
         + "."
     )
@@ -177,8 +178,7 @@ def build_report(out: Path, plan: DemoPlan, encoders: Sequence[str], folders: di
     ablation = (
         "The iBOT-off ablation ran (third row of each table)."
         if plan.ablation
-        else "The iBOT-off ablation (a second pre-training run, ~5 more minutes) is not part of the default "
-        "demo's 10-minute budget; run `raddino demo --ablation` to add it."
+        else "The iBOT-off ablation (a second pre-training run) was not run (`--no-ablation`)."
     )
     overview = Section(
         "Overview",

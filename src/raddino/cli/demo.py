@@ -17,8 +17,9 @@ def demo(
         bool, typer.Option("--quick", help="A tiny version (seconds): every step and section, no learning.")
     ] = False,
     ablation: Annotated[
-        bool, typer.Option("--ablation", help="Also pre-train with iBOT off (about 5 more minutes).")
-    ] = False,
+        bool,
+        typer.Option("--ablation/--no-ablation", help="Also pre-train with iBOT off (the paper's ablation)."),
+    ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the phantoms, initialisation and splits.")] = 0,
 ) -> None:
     """Phantoms → CPU pre-training → export → evaluations against random init → report.html."""
