@@ -112,49 +112,35 @@ def mimic_cxr(
     _build("mimic-cxr", root, out, metadata, check_images, keep_missing, split, seed, strict, layout=layout)
 
 
-@manifest_app.command("chexpert")
-def chexpert(
-    root: RootOption,
-    out: OutOption,
-    metadata: MetadataOption = None,
-    check_images: CheckImagesOption = True,
-    keep_missing: KeepMissingOption = False,
-    split: SplitOption = None,
-    seed: SeedOption = 0,
-    strict: StrictOption = False,
-) -> None:
-    """CheXpert: train.csv and valid.csv, uncertain labels kept as -1."""
-    _build("chexpert", root, out, metadata, check_images, keep_missing, split, seed, strict)
+def _register_plain(dataset: str, summary: str) -> None:
+    """One ``raddino manifest DATASET`` command for a dataset with no options of its own."""
+
+    def command(
+        root: RootOption,
+        out: OutOption,
+        metadata: MetadataOption = None,
+        check_images: CheckImagesOption = True,
+        keep_missing: KeepMissingOption = False,
+        split: SplitOption = None,
+        seed: SeedOption = 0,
+        strict: StrictOption = False,
+    ) -> None:
+        _build(dataset, root, out, metadata, check_images, keep_missing, split, seed, strict)
+
+    command.__doc__ = summary
+    manifest_app.command(dataset)(command)
 
 
-@manifest_app.command("nih-cxr")
-def nih_cxr(
-    root: RootOption,
-    out: OutOption,
-    metadata: MetadataOption = None,
-    check_images: CheckImagesOption = True,
-    keep_missing: KeepMissingOption = False,
-    split: SplitOption = None,
-    seed: SeedOption = 0,
-    strict: StrictOption = False,
-) -> None:
-    """NIH ChestX-ray14: Data_Entry_2017, official train_val/test lists, bounding boxes."""
-    _build("nih-cxr", root, out, metadata, check_images, keep_missing, split, seed, strict)
-
-
-@manifest_app.command("padchest")
-def padchest(
-    root: RootOption,
-    out: OutOption,
-    metadata: MetadataOption = None,
-    check_images: CheckImagesOption = True,
-    keep_missing: KeepMissingOption = False,
-    split: SplitOption = None,
-    seed: SeedOption = 0,
-    strict: StrictOption = False,
-) -> None:
-    """PadChest: label terms parsed into 0/1 columns, view from Projection."""
-    _build("padchest", root, out, metadata, check_images, keep_missing, split, seed, strict)
+for _dataset, _summary in (
+    ("chexpert", "CheXpert: train.csv and valid.csv, uncertain labels kept as -1."),
+    ("nih-cxr", "NIH ChestX-ray14: Data_Entry_2017, official train_val/test lists, bounding boxes."),
+    ("padchest", "PadChest: label terms parsed into 0/1 columns, view from Projection."),
+    (
+        "candid-ptx",
+        "CANDID-PTX: pneumothorax, chest tube and rib fracture labels with their run-length masks.",
+    ),
+):
+    _register_plain(_dataset, _summary)
 
 
 @manifest_app.command("brax")
@@ -234,21 +220,6 @@ def rsna_pneumonia(
         strict,
         read_headers=read_headers,
     )
-
-
-@manifest_app.command("candid-ptx")
-def candid_ptx(
-    root: RootOption,
-    out: OutOption,
-    metadata: MetadataOption = None,
-    check_images: CheckImagesOption = True,
-    keep_missing: KeepMissingOption = False,
-    split: SplitOption = None,
-    seed: SeedOption = 0,
-    strict: StrictOption = False,
-) -> None:
-    """CANDID-PTX: pneumothorax, chest tube and rib fracture labels with their run-length masks."""
-    _build("candid-ptx", root, out, metadata, check_images, keep_missing, split, seed, strict)
 
 
 @manifest_app.command("vindr-ribcxr")
