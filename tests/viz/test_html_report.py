@@ -161,3 +161,19 @@ def test_missing_figure_type_and_empty_metrics_are_named_errors(tmp_path: Path) 
     with pytest.raises(ValueError, match="no loss values"):
         write_loss_curves([{"iteration": 1, "lr": 0.1}], tmp_path / "loss.svg")
     assert "s" in render_markdown("x", [Section("s")], tmp_path)
+
+
+@pytest.mark.slow
+def test_quick_demo_report_renders_every_figure_and_table_in_chromium(tmp_path: Path) -> None:
+    from raddino.demo import quick_plan, run_demo
+
+    result = run_demo(tmp_path / "demo", quick_plan(), seed=2)
+    images, tables = rendered_sizes(result.report, tmp_path)
+    # loss curves, attention, correspondences, PCA, 2 segmentation overlays × 3 encoders
+    assert len(images) == 10
+    assert all(width >= 56 and height >= 56 for width, height in images)
+    # 4 comparison tables (3 encoders + Δ), the margins, report scores, generated reports × 3 encoders
+    assert len(tables) == 9
+    assert [rows for rows, _ in tables[:4]] == [4, 4, 4, 4]
+    assert tables[5] == (3, 4)  # report scores: 3 encoders; encoder, studies, ROUGE-L, BLEU-4
+    assert [rows for rows, _ in tables[6:]] == [3, 3, 3]
