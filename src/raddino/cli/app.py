@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from raddino import __version__
+from raddino.config import ConfigError, load_config
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="raddino",
@@ -50,3 +54,13 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print ``message`` to stderr and return an Exit to raise (``raise fail(...)``)."""
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def load_settings(
+    cls: type[T], config: str | None, overrides: list[str] | None, values: Mapping[str, Any]
+) -> T:
+    """A command's typed config from ``--config``, the options given and ``--set``; a bad key exits 2."""
+    try:
+        return load_config(cls, config, overrides or (), values)
+    except ConfigError as error:
+        raise fail(str(error)) from error

@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from raddino.cli.app import ConfigOption, OverrideOption, app, fail
-from raddino.config import ConfigError, load_config
+from raddino.cli.app import ConfigOption, OverrideOption, app, fail, load_settings
 
 
 @app.command()
@@ -62,10 +61,7 @@ def embed(
         "strict": strict,
         "overwrite": overwrite,
     }
-    try:
-        settings = load_config(EmbedConfig, config, overrides or (), values)
-    except ConfigError as error:
-        raise fail(str(error)) from error
+    settings = load_settings(EmbedConfig, config, overrides, values)
     if not settings.model:
         raise fail(
             "no model given: pass --model (a folder, a .safetensors/.pth file, preset:NAME or a hub id)"

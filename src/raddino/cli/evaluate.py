@@ -8,8 +8,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from raddino.cli.app import ConfigOption, OverrideOption, app, fail
-from raddino.config import ConfigError, load_config
+from raddino.cli.app import ConfigOption, OverrideOption, app, fail, load_settings
 
 T = TypeVar("T")
 
@@ -44,10 +43,7 @@ def _run(
     action: Callable[[T], Any],
 ) -> None:
     """Load the config, run ``action`` on it, print its summary; bad input exits 2 with the reason."""
-    try:
-        settings = load_config(cls, config, overrides or (), values)
-    except ConfigError as error:
-        raise fail(str(error)) from error
+    settings = load_settings(cls, config, overrides, values)
     try:
         result = action(settings)
     except _errors() as error:

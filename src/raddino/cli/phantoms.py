@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from raddino.cli.app import ConfigOption, OverrideOption, app, fail
-from raddino.config import ConfigError, load_config
+from raddino.cli.app import ConfigOption, OverrideOption, app, fail, load_settings
 
 
 @app.command()
@@ -52,10 +51,7 @@ def phantoms(
     if dicom or png16:
         formats = ["png8", *(["png16"] if png16 else []), *(["dicom"] if dicom else [])]
     values = {"n": n, "size": size, "seed": seed, "masks": masks, "formats": formats}
-    try:
-        settings = load_config(PhantomsConfig, config, overrides or (), values)
-    except ConfigError as error:
-        raise fail(str(error)) from error
+    settings = load_settings(PhantomsConfig, config, overrides, values)
     try:
         manifest = generate_phantoms(
             out,

@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from raddino.cli.app import ConfigOption, OverrideOption, app, fail
-from raddino.config import ConfigError, load_config
+from raddino.cli.app import ConfigOption, OverrideOption, app, fail, load_settings
 
 
 @app.command()
@@ -40,10 +39,7 @@ def prepare(
     if voi not in voi_values:
         raise fail(f"--voi must be auto, on or off, got {voi!r}")
     values = {"size": size, "bits": bits, "workers": workers, "voi": voi_values[voi], "overwrite": overwrite}
-    try:
-        settings = load_config(PrepareConfig, config, overrides or (), values)
-    except ConfigError as error:
-        raise fail(str(error)) from error
+    settings = load_settings(PrepareConfig, config, overrides, values)
     try:
         summary = prepare_images(
             input,
