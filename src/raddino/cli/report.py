@@ -44,19 +44,36 @@ def train(
     embeddings: EmbeddingsOption = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder.")] = None,
     layer: Annotated[int | None, typer.Option(help="Encoder block feeding the projector (-1 last).")] = None,
-    trainable: Annotated[str | None, typer.Option(help="'projector+lm' or 'projector'.")] = None,
+    trainable: Annotated[
+        str | None, typer.Option(help="'projector+lm', 'projector' or 'lora' (adapters; needs peft).")
+    ] = None,
+    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank (16).")] = None,
+    lora_alpha: Annotated[
+        float | None, typer.Option(help="LoRA alpha; updates scale by alpha/rank (32).")
+    ] = None,
+    lora_dropout: Annotated[float | None, typer.Option(help="Dropout on the LoRA input (0.05).")] = None,
+    lora_targets: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated LM modules to adapt, e.g. q_proj,v_proj (default all-linear)."),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (default 3).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Studies per optimiser step (128).")] = None,
     micro_batch_size: Annotated[int | None, typer.Option(help="Studies per forward pass.")] = None,
     learning_rate: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (2e-5).")] = None,
     split: SplitOption = None,
+    val_split: Annotated[
+        str | None, typer.Option(help="Split whose loss picks the best epoch (e.g. val; default none).")
+    ] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Stop after this many epochs without a lower val loss (0: never).")
+    ] = None,
     device: DeviceOption = None,
     precision: PrecisionOption = None,
     overwrite: Annotated[bool | None, typer.Option("--overwrite", help="Start afresh, no resume.")] = None,
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:
-    """Train the projector (and the LM) on frozen image tokens; rerun the same command to resume."""
+    """Train the projector (and the LM or LoRA adapters) on frozen image tokens; rerun to resume."""
     from raddino.evaluate.report.train import ReportTrainConfig, train_report_model
 
     values = {
@@ -68,6 +85,12 @@ def train(
         "features.device": device,
         "layer": layer,
         "trainable": trainable,
+        "lora.rank": lora_rank,
+        "lora.alpha": lora_alpha,
+        "lora.dropout": lora_dropout,
+        "lora.target_modules": [name.strip() for name in lora_targets.split(",")] if lora_targets else None,
+        "val_split": val_split,
+        "early_stopping_patience": patience,
         "epochs": epochs,
         "batch_size": batch_size,
         "micro_batch_size": micro_batch_size,

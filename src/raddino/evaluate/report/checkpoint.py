@@ -2,7 +2,8 @@
 
 A trained folder holds ``report_model.json`` (encoder, layer, prompt, sizes), ``projector.safetensors`` and
 ``language_model/`` (a transformers folder with its tokenizer; absent when only the projector was trained,
-then ``report_model.json`` names the language model it was trained on). ``checkpoint/`` holds the same plus
+then ``report_model.json`` names the language model it was trained on; ``lora_adapter/`` instead when LoRA
+adapters were trained, see :mod:`raddino.evaluate.report.lora`). ``checkpoint/`` holds the same plus
 ``trainer.pt`` (optimiser, schedule, step, RNG); it is written beside and swapped in, so a crash while
 saving leaves the previous checkpoint whole.
 """
@@ -20,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
 from raddino.evaluate.report.language_model import load_language_model
+from raddino.evaluate.report.lora import ADAPTER_FOLDER, is_lora, load_adapters, save_adapters
 from raddino.evaluate.report.model import Projector, ReportGenerator, embedding_width
 from raddino.io.atomic import atomic_write_text
 
@@ -41,6 +43,8 @@ class ReportModelInfo:
     """``language_model`` (the folder inside) or, for a projector-only run, the LM it was trained on."""
     zero_images: bool = False
     """Trained (and so decoded) with zeros in place of the image tokens: the no-image ablation."""
+    adapter: str = ""
+    """Folder (inside) of LoRA adapters on ``language_model``; empty when none were trained."""
 
 
 def save_report_model(
@@ -50,13 +54,17 @@ def save_report_model(
     folder: Path,
     save_language_model: bool,
 ) -> None:
-    """Write the projector, the language model (when trained) and ``report_model.json`` into ``folder``."""
+    """Write the projector, the language model (when trained; its LoRA adapters alone when it carries
+    them) and ``report_model.json`` into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     save_file(
         {name: tensor.detach().cpu().contiguous() for name, tensor in model.projector.state_dict().items()},
         str(folder / "projector.safetensors"),
     )
-    if save_language_model:
+    if is_lora(model.language_model):
+        save_adapters(model.language_model, folder / ADAPTER_FOLDER)
+        info = ReportModelInfo(**{**asdict(info), "adapter": ADAPTER_FOLDER})
+    elif save_language_model:
         model.language_model.save_pretrained(str(folder / "language_model"))
         tokenizer.save_pretrained(str(folder / "language_model"))
         info = ReportModelInfo(**{**asdict(info), "language_model": "language_model"})
@@ -74,12 +82,22 @@ def read_model_info(folder: str | Path) -> ReportModelInfo:
     return ReportModelInfo(**json.loads(path.read_text(encoding="utf-8")))
 
 
-def load_report_model(folder: str | Path) -> tuple[ReportGenerator, PreTrainedTokenizerBase, ReportModelInfo]:
-    """A trained report generator, its tokenizer and its info, from a folder written by training."""
+def load_report_model(
+    folder: str | Path, trainable_adapters: bool = False
+) -> tuple[ReportGenerator, PreTrainedTokenizerBase, ReportModelInfo]:
+    """A trained report generator, its tokenizer and its info, from a folder written by training.
+
+    Args:
+        folder: The trained folder or a checkpoint.
+        trainable_adapters: Keep LoRA adapters separate and trainable (to resume training); by default
+            they are merged into the LM's weights, which decodes as fast as the plain LM.
+    """
     folder = Path(folder)
     info = read_model_info(folder)
     source = folder / info.language_model if info.language_model == "language_model" else info.language_model
     language_model, tokenizer = load_language_model(source)
+    if info.adapter:
+        language_model = load_adapters(language_model, folder / info.adapter, trainable_adapters)
     projector = Projector(info.vision_dim, embedding_width(language_model))
     projector.load_state_dict(load_file(str(folder / "projector.safetensors")))
     return ReportGenerator(projector, language_model), tokenizer, info
@@ -94,12 +112,48 @@ def save_checkpoint(
     save_language_model: bool,
 ) -> Path:
     """Write ``out/checkpoint`` whole: into a fresh folder first, then swapped in."""
-    target = out / "checkpoint"
-    staging = out / "checkpoint.saving"
-    previous = out / "checkpoint.previous"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = _staging(out / "checkpoint")
     save_report_model(model, tokenizer, info, staging, save_language_model)
     torch.save(trainer_state, staging / "trainer.pt")
+    return _swap_in(staging, out / "checkpoint")
+
+
+def save_best(
+    out: Path,
+    model: ReportGenerator,
+    tokenizer: PreTrainedTokenizerBase,
+    info: ReportModelInfo,
+    save_language_model: bool,
+) -> Path:
+    """Write the model of the lowest validation loss so far to ``out/best``, whole (beside, then swapped)."""
+    staging = _staging(out / "best")
+    save_report_model(model, tokenizer, info, staging, save_language_model)
+    return _swap_in(staging, out / "best")
+
+
+def promote(best: Path, out: Path) -> None:
+    """Make ``out`` the trained model of ``best``: its files copied over, ``report_model.json`` last."""
+    for entry in sorted(best.iterdir()):
+        if entry.name == MODEL_FILE:
+            continue
+        target = out / entry.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        if entry.is_dir():
+            shutil.copytree(entry, target)
+        else:
+            shutil.copyfile(entry, target)
+    atomic_write_text(out / MODEL_FILE, (best / MODEL_FILE).read_text(encoding="utf-8"))
+
+
+def _staging(target: Path) -> Path:
+    staging = target.with_name(target.name + ".saving")
+    shutil.rmtree(staging, ignore_errors=True)
+    return staging
+
+
+def _swap_in(staging: Path, target: Path) -> Path:
+    previous = target.with_name(target.name + ".previous")
     if target.exists():
         shutil.rmtree(previous, ignore_errors=True)
         target.rename(previous)

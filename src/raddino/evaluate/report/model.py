@@ -30,17 +30,20 @@ class Projector(nn.Module):
     Args:
         vision_dim: Width of the encoder's patch tokens.
         text_dim: Width of the language model's input embeddings.
+        dropout: Dropout on the incoming image tokens in train mode (LLaVA uses none; it regularises a
+            projector trained on few studies). Not part of the saved weights.
     """
 
-    def __init__(self, vision_dim: int, text_dim: int) -> None:
+    def __init__(self, vision_dim: int, text_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.vision_dim = vision_dim
         self.text_dim = text_dim
+        self.dropout = nn.Dropout(dropout)
         self.layers = nn.Sequential(nn.Linear(vision_dim, text_dim), nn.GELU(), nn.Linear(text_dim, text_dim))
 
     def forward(self, image_tokens: torch.Tensor) -> torch.Tensor:
         """Project (B, N, D_vision) patch tokens to (B, N, D_lm) language-model embeddings."""
-        return self.layers(image_tokens)
+        return self.layers(self.dropout(image_tokens))
 
 
 class ReportGenerator(nn.Module):
