@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -149,3 +151,19 @@ def test_tensorboard_holds_the_logged_loss_learning_rate_and_validation_loss(
     assert [(event.step, round(event.value, 5)) for event in events.Scalars("val/loss")] == [
         (int(row["step"]), round(float(row["val_loss"]), 5)) for row in validation
     ]
+
+
+def test_training_without_tensorboard_still_logs_and_finishes(
+    report_manifest: Path, tiny_encoder_dir: Path, tiny_lm_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # importing it now fails
+    out = tmp_path / "model"
+    config = _config(report_manifest, tiny_encoder_dir, tiny_lm_dir, out, tmp_path / "cache", epochs=1)
+    summary = train_report_model(config)
+    assert summary.complete
+    assert not (out / "tensorboard").exists()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [record["iteration"] for record in records] == [1, 2]
+    assert records[-1]["train/loss"] == pytest.approx(
+        float(_rows(out / "train_log.csv")[-1]["loss"]), rel=1e-5
+    )
