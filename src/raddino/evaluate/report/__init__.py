@@ -3,7 +3,8 @@ language model, trained on stored image tokens, decoded greedily and scored with
 
 Modules: ``model`` (projector, generator, prompt), ``data`` (collation, stored tokens), ``studies``
 (manifest rows + feature cache), ``language_model`` (loading; local tokenizer and test-sized LM),
-``train``, ``generate``, ``score``, ``checkpoint``.
+``lora`` (peft adapters), ``train`` and ``steps`` (optimiser step, validation), ``generate``, ``score``,
+``checkpoint``.
 """
 
 from raddino.evaluate.report.checkpoint import ReportModelInfo, load_report_model
@@ -14,6 +15,7 @@ from raddino.evaluate.report.language_model import (
     load_language_model,
     train_report_tokenizer,
 )
+from raddino.evaluate.report.lora import LoraSettings
 from raddino.evaluate.report.model import IGNORE_INDEX, PROMPT, Projector, ReportGenerator
 from raddino.evaluate.report.score import ReportScores, markdown_table, score_reports
 from raddino.evaluate.report.studies import StudySelection
@@ -22,6 +24,7 @@ from raddino.evaluate.report.train import ReportTrainConfig, train_report_model
 __all__ = [
     "IGNORE_INDEX",
     "PROMPT",
+    "LoraSettings",
     "Projector",
     "PromptLayout",
     "ReportCollator",
