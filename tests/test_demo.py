@@ -97,3 +97,21 @@ def test_quick_demo_writes_every_section_and_a_rerun_resumes(tmp_path):
     assert third.exit_code == 0, third.output
     assert "1 step(s) run, 24 already done" in third.output
     assert (out / "report.html").read_text(encoding="utf-8") == page
+
+
+def test_built_in_recipe_is_configs_demo_cpu_yaml() -> None:
+    """``raddino demo`` runs from an installed package without the repo's configs/, so it carries the
+    recipe in code; it must stay the one ``configs/demo_cpu.yaml`` documents and the benchmarks measure."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from raddino.config import load_config
+    from raddino.demo import _DEMO_CPU, full_plan
+    from raddino.pretrain.config import PretrainConfig, load_pretrain_config
+
+    yaml_path = Path(__file__).resolve().parent.parent / "configs" / "demo_cpu.yaml"
+    from_yaml = load_pretrain_config(yaml_path, ["train.dataset_path=x"])
+    built_in = load_config(PretrainConfig, values={**_DEMO_CPU, "train.dataset_path": "x"})
+    assert asdict(built_in) == asdict(from_yaml)
+    assert full_plan().pretrain == _DEMO_CPU
+    assert from_yaml.optim.epochs * from_yaml.train.OFFICIAL_EPOCH_LENGTH == 900
