@@ -51,7 +51,8 @@ def body(out: Path, wall: float | None) -> str:
     iterations = pretrain["optim.epochs"] * pretrain["train.OFFICIAL_EPOCH_LENGTH"]
     wall_text = f"{wall / 60:.1f} min wall time" if wall is not None else "wall time not measured here"
     lines = [
-        f"`raddino demo` (the README's `make demo`): {plan['images']} phantoms at {plan['size']} px, "
+        f"`raddino demo` (the README's `make demo`): {plan['images']} phantoms at {plan['size']} px "
+        f"({plan.get('subtle_fraction', 0.5):.0%} of positive findings subtle), "
         f"{iterations} pre-training iterations of a "
         f"{pretrain['student.arch_overrides'].get('num_hidden_layers', '?')}-block, "
         f"{pretrain['student.arch_overrides'].get('hidden_size', '?')}-wide ViT/14 (batch "
