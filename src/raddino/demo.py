@@ -122,7 +122,7 @@ _QUICK: dict[str, Any] = {
 
 
 def full_plan(ablation: bool = True) -> DemoPlan:
-    """The README's demo: about 10 minutes on two CPU cores, 6 of them pre-training (two runs)."""
+    """The README's demo: about 7 minutes on two CPU cores, 6 of them pre-training (two runs)."""
     return DemoPlan(
         images=800,
         size=128,
