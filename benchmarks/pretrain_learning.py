@@ -15,7 +15,7 @@ scored on the held-out ``val`` + ``test`` subjects, which neither pre-training n
 Two feature sets, as ``raddino evaluate probe`` offers: the CLS token, and CLS ⊕ the mean of the patch
 tokens (the probe's ``cls+patch_mean``, the paper's "CLS plus pooled patches").
 
-    python benchmarks/pretrain_learning.py [--iterations 900] [--images 1000]
+    python benchmarks/pretrain_learning.py [--iterations 900] [--images 1000] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -48,6 +48,12 @@ from raddino.pretrain.train import pretrain
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo_cpu.yaml"
 FEATURE_SETS = ("cls", "cls+patch_mean")
 BOOTSTRAP = 1000
+EPOCH_LENGTH = 25  # iterations per "epoch" of the schedules
+VARIANTS: dict[str, list[str] | None] = {
+    "random init (no pre-training)": None,  # the pre-trained runs' starting point
+    "full recipe (DINO + iBOT + KoLeo)": [],
+    "iBOT off (ibot.loss_weight 0)": ["ibot.loss_weight=0"],
+}
 
 
 @torch.no_grad()
@@ -138,44 +144,42 @@ def paired_interval(
     return float(low), float(high)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--iterations", type=int, default=900, help="the demo's budget (raddino demo)")
-    parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="raddino-pretrain-learning-"))
+@dataclass
+class SeedRun:
+    """One seed's phantoms, the three encoders' scores and the held-out set they were scored on."""
+
+    seed: int
+    results: list[tuple[str, dict[str, Scores], float]]  # (variant, scores per feature set, seconds)
+    held_labels: dict[str, np.ndarray]
+    train_images: int
+    held_images: int
+
+
+def run_seed(seed: int, iterations: int, images: int, workdir: Path) -> SeedRun:
+    """Phantoms drawn with ``seed``, the three variants pre-trained with ``train.seed = seed``, scored."""
     manifest = workdir / "phantoms" / "manifest.csv"
     if not manifest.exists():
         # No subtle findings: at 128 px a subtle nodule or pneumothorax is a pixel or two, below what a
         # 112 px ViT/14 can see, and would only add label noise to every variant alike.
         settings = PhantomSettings(subtle_fraction=0.0)
         manifest = generate_phantoms(
-            workdir / "phantoms", n=args.images, size=128, seed=0, settings=settings, progress=False
+            workdir / "phantoms", n=images, size=128, seed=seed, settings=settings, progress=False
         )
-    epoch_length = 25
-    epochs = max(1, args.iterations // epoch_length)
     common = [
         f"train.dataset_path={manifest}",
         "train.split=train",
-        f"optim.epochs={epochs}",
-        f"train.OFFICIAL_EPOCH_LENGTH={epoch_length}",
+        f"train.seed={seed}",
+        f"optim.epochs={max(1, iterations // EPOCH_LENGTH)}",
+        f"train.OFFICIAL_EPOCH_LENGTH={EPOCH_LENGTH}",
     ]
-    variants: dict[str, list[str] | None] = {
-        "random init (no pre-training)": None,
-        "full recipe (DINO + iBOT + KoLeo)": [],
-        "iBOT off (ibot.loss_weight 0)": ["ibot.loss_weight=0"],
-    }
     rows = read_manifest(manifest).rows
     paths = read_manifest(manifest).paths()
     train = np.array([row["split"] == "train" for row in rows])
     labels = {f: np.array([int(float(row[f] or 0)) for row in rows]) for f in FINDINGS}
     labels = {f: y for f, y in labels.items() if len(set(y[train])) == 2 and len(set(y[~train])) == 2}
-    held_labels = {f: y[~train] for f, y in labels.items()}
-
-    results: list[tuple[str, dict[str, Scores], float]] = []
     config: PretrainConfig = load_pretrain_config(CONFIG, common)
-    for name, overrides in variants.items():
+    results: list[tuple[str, dict[str, Scores], float]] = []
+    for name, overrides in VARIANTS.items():
         began = time.perf_counter()
         if overrides is None:
             encoder = SSLMetaArch(config).teacher.backbone
@@ -190,54 +194,92 @@ def main() -> None:
         features = embed(encoder, paths, crops.global_crops_size, crops.mean, crops.std)
         scores = {kind: score(features[kind], labels, train) for kind in FEATURE_SETS}
         results.append((name, scores, elapsed))
-        print(name, {kind: (s.auprc, s.knn_balanced) for kind, s in scores.items()})
+        print(f"seed {seed}", name, {kind: (s.auprc, s.knn_balanced) for kind, s in scores.items()})
+    held = {f: y[~train] for f, y in labels.items()}
+    return SeedRun(seed, results, held, int(train.sum()), int((~train).sum()))
 
-    baseline = results[0][1]
-    prevalence = float(np.mean([y.mean() for y in held_labels.values()]))
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--iterations", type=int, default=900, help="the demo's budget (raddino demo)")
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="raddino-pretrain-learning-"))
+    runs = [run_seed(seed, args.iterations, args.images, workdir / f"seed{seed}") for seed in args.seeds]
+
+    iterations = max(1, args.iterations // EPOCH_LENGTH) * EPOCH_LENGTH
+    findings = list(runs[0].held_labels)
+    prevalence = float(np.mean([y.mean() for run in runs for y in run.held_labels.values()]))
+    majority = float(np.mean([run.results[0][1]["cls"].majority for run in runs]))
     lines = [
         f"`configs/demo_cpu.yaml` (4-block, 128-wide ViT/14, 112 px global / 56 px local crops, batch 16), "
-        f"{epochs * epoch_length} iterations per pre-trained variant from the same random initialisation, on "
-        f"the {int(train.sum())} `train`-split images of {args.images} phantoms at 128 px (no subtle "
-        f"findings). Frozen teacher; probe and kNN fitted on the `train` split, scored on the "
-        f"{int((~train).sum())} held-out `val` + `test` images (other subjects; prevalence "
-        f"{prevalence:.2f} on average over {len(labels)} findings, so a useless encoder scores an AUPRC "
-        f"near {prevalence:.2f}). Probe: logistic regression per finding (C 0.1, standardised features), "
-        "macro AUPRC; 95% interval of the paired difference to random init over "
+        f"{iterations} iterations per pre-trained variant from the same random initialisation, on the "
+        f"`train`-split images of {args.images} phantoms at 128 px (no subtle findings), {len(runs)} seeds "
+        "(each seed draws its own phantoms, initialisation, crops and masks). Frozen teacher; probe and kNN "
+        "fitted on the `train` split, scored on the held-out `val` + `test` images (other subjects; "
+        f"prevalence {prevalence:.2f} on average over {len(findings)} findings, so a useless encoder scores "
+        f"an AUPRC near {prevalence:.2f}). Probe: logistic regression per finding (C 0.1, standardised "
+        "features), macro AUPRC; 95% interval of the paired difference to random init over "
         f"{BOOTSTRAP} bootstrap resamples of the held-out images. kNN: DINO's weighted vote (k 20, T 0.07), "
-        f"macro accuracy (majority class: {baseline['cls'].majority:.3f}), balanced accuracy (0.5 = "
-        "chance) and AUPRC of the vote.",
+        f"macro accuracy (majority class: {majority:.3f}), balanced accuracy (0.5 = chance) and AUPRC of "
+        "the vote.",
         "",
-        "| variant | features | probe AUPRC | Δ vs random [95% CI] | kNN accuracy | kNN balanced acc. "
-        "| kNN AUPRC | pre-training time (s) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| variant | features | mean probe AUPRC | mean Δ vs random | seeds with the Δ interval above 0 "
+        "| mean kNN balanced acc. | mean kNN AUPRC |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for name, scores, elapsed in results:
-        for kind in FEATURE_SETS:
-            s, base = scores[kind], baseline[kind]
-            if s is base:
-                delta = "—"
-            else:
-                low, high = paired_interval(s.probe_scores, base.probe_scores, held_labels)
-                delta = f"{s.auprc - base.auprc:+.3f} [{low:+.3f}, {high:+.3f}]"
-            lines.append(
-                f"| {name} | {kind} | {s.auprc:.3f} | {delta} | {s.knn:.3f} | {s.knn_balanced:.3f} | "
-                f"{s.knn_auprc:.3f} | {elapsed:.0f} |"
-            )
+    per_seed = [
+        "| seed | train / held-out images | variant | features | probe AUPRC | Δ vs random [95% CI] "
+        "| kNN accuracy | kNN balanced acc. | kNN AUPRC | pre-training time (s) |",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    summary: dict[tuple[str, str], list[tuple[Scores, float, float]]] = {}
+    for run in runs:
+        baseline = run.results[0][1]
+        for name, scores, elapsed in run.results:
+            for kind in FEATURE_SETS:
+                s, base = scores[kind], baseline[kind]
+                low = high = 0.0
+                if s is base:
+                    delta = "—"
+                else:
+                    low, high = paired_interval(s.probe_scores, base.probe_scores, run.held_labels)
+                    delta = f"{s.auprc - base.auprc:+.3f} [{low:+.3f}, {high:+.3f}]"
+                summary.setdefault((name, kind), []).append((s, s.auprc - base.auprc, low))
+                per_seed.append(
+                    f"| {run.seed} | {run.train_images} / {run.held_images} | {name} | {kind} | "
+                    f"{s.auprc:.3f} | {delta} | {s.knn:.3f} | {s.knn_balanced:.3f} | {s.knn_auprc:.3f} | "
+                    f"{elapsed:.0f} |"
+                )
+    for (name, kind), entries in summary.items():
+        is_baseline = name == runs[0].results[0][0]
+        above = "—" if is_baseline else f"{sum(low > 0 for _, _, low in entries)} of {len(entries)}"
+        delta = "—" if is_baseline else f"{np.mean([d for _, d, _ in entries]):+.3f}"
+        lines.append(
+            f"| {name} | {kind} | {np.mean([s.auprc for s, _, _ in entries]):.3f} | {delta} | {above} | "
+            f"{np.mean([s.knn_balanced for s, _, _ in entries]):.3f} | "
+            f"{np.mean([s.knn_auprc for s, _, _ in entries]):.3f} |"
+        )
+    lines += ["", "Per seed:", "", *per_seed]
     for kind in FEATURE_SETS:
         lines += [
             "",
-            f"Probe AUPRC per finding, {kind}:",
+            f"Probe AUPRC per finding, {kind}, mean over seeds:",
             "",
-            "| variant | " + " | ".join(labels) + " |",
-            "|---|" + "---:|" * len(labels),
+            "| variant | " + " | ".join(findings) + " |",
+            "|---|" + "---:|" * len(findings),
         ]
-        for name, scores, _ in results:
-            per = scores[kind].per_finding
-            lines.append(f"| {name} | " + " | ".join(f"{per[f]:.3f}" for f in labels) + " |")
+        for name in VARIANTS:
+            entries = summary[(name, kind)]
+            means = [np.mean([s.per_finding[f] for s, _, _ in entries]) for f in findings]
+            lines.append(f"| {name} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
     lines += [
         "",
-        "One seed, one small synthetic data set; the interval covers the choice of held-out images, not of "
-        "the seed. The time column is wall-clock on a shared machine.",
+        "Small synthetic data sets: each interval covers the choice of held-out images for one seed; the "
+        "seeds show how much the initialisation and the data draw move the result. The time column is "
+        "wall-clock on a shared machine.",
     ]
     write_section("pretrain_learning", "\n".join(lines))
 
