@@ -7,6 +7,8 @@ import base64
 import io
 import json
 import re
+from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,7 +16,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from raddino.cli import app
-from raddino.demo import quick_plan
+from raddino.config import load_config
+from raddino.demo import _DEMO_CPU, full_plan, quick_plan
+from raddino.pretrain.config import PretrainConfig, load_pretrain_config
 from raddino.viz.html_report import parse_markdown_tables
 
 SECTIONS = [
@@ -102,13 +106,6 @@ def test_quick_demo_writes_every_section_and_a_rerun_resumes(tmp_path):
 def test_built_in_recipe_is_configs_demo_cpu_yaml() -> None:
     """``raddino demo`` runs from an installed package without the repo's configs/, so it carries the
     recipe in code; it must stay the one ``configs/demo_cpu.yaml`` documents and the benchmarks measure."""
-    from dataclasses import asdict
-    from pathlib import Path
-
-    from raddino.config import load_config
-    from raddino.demo import _DEMO_CPU, full_plan
-    from raddino.pretrain.config import PretrainConfig, load_pretrain_config
-
     yaml_path = Path(__file__).resolve().parent.parent / "configs" / "demo_cpu.yaml"
     from_yaml = load_pretrain_config(yaml_path, ["train.dataset_path=x"])
     built_in = load_config(PretrainConfig, values={**_DEMO_CPU, "train.dataset_path": "x"})
