@@ -38,6 +38,7 @@ from benchmarks.report import write_section
 from raddino.data.phantoms import generate_phantoms
 from raddino.data.phantoms.settings import FINDINGS, PhantomSettings
 from raddino.data.preprocess import InferencePreprocessor, PreprocessConfig
+from raddino.evaluate.report.score import bootstrap
 from raddino.io.images import read_image
 from raddino.io.manifest import read_manifest
 from raddino.models import Encoder, load_encoder
@@ -126,22 +127,25 @@ def score(features: np.ndarray, labels: dict[str, np.ndarray], train: np.ndarray
 
 
 def paired_interval(
-    a: dict[str, np.ndarray], b: dict[str, np.ndarray], truth: dict[str, np.ndarray], seed: int = 0
+    a: dict[str, np.ndarray], b: dict[str, np.ndarray], truth: dict[str, np.ndarray]
 ) -> tuple[float, float]:
     """95% interval of macro AUPRC(a) − AUPRC(b) over bootstrap resamples of the held-out images."""
-    rng = np.random.default_rng(seed)
     count = len(next(iter(truth.values())))
-    differences = []
-    for _ in range(BOOTSTRAP):
-        index = rng.integers(0, count, count)
-        values = [
-            average_precision_score(y[index], a[f][index]) - average_precision_score(y[index], b[f][index])
-            for f, y in truth.items()
-            if 0 < y[index].sum() < count
-        ]
-        differences.append(np.mean(values))
-    low, high = np.percentile(differences, [2.5, 97.5])
-    return float(low), float(high)
+
+    def difference(index: np.ndarray) -> float:
+        return float(
+            np.mean(
+                [
+                    average_precision_score(y[index], a[f][index])
+                    - average_precision_score(y[index], b[f][index])
+                    for f, y in truth.items()
+                    if 0 < y[index].sum() < count  # a resample without positives has no AUPRC
+                ]
+            )
+        )
+
+    _, low, high = bootstrap(difference, count, samples=BOOTSTRAP)
+    return low, high
 
 
 @dataclass
@@ -172,8 +176,8 @@ def run_seed(seed: int, iterations: int, images: int, workdir: Path) -> SeedRun:
         f"optim.epochs={max(1, iterations // EPOCH_LENGTH)}",
         f"train.OFFICIAL_EPOCH_LENGTH={EPOCH_LENGTH}",
     ]
-    rows = read_manifest(manifest).rows
-    paths = read_manifest(manifest).paths()
+    table = read_manifest(manifest)
+    rows, paths = table.rows, table.paths()
     train = np.array([row["split"] == "train" for row in rows])
     labels = {f: np.array([int(float(row[f] or 0)) for row in rows]) for f in FINDINGS}
     labels = {f: y for f, y in labels.items() if len(set(y[train])) == 2 and len(set(y[~train])) == 2}

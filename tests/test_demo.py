@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from raddino.cli import app
 from raddino.config import load_config
-from raddino.demo import _DEMO_CPU, full_plan, quick_plan
+from raddino.demo import quick_plan
+from raddino.demo_plan import DEMO_CPU, full_plan
 from raddino.pretrain.config import PretrainConfig, load_pretrain_config
 from raddino.viz.html_report import parse_markdown_tables
 
@@ -108,7 +109,7 @@ def test_built_in_recipe_is_configs_demo_cpu_yaml() -> None:
     recipe in code; it must stay the one ``configs/demo_cpu.yaml`` documents and the benchmarks measure."""
     yaml_path = Path(__file__).resolve().parent.parent / "configs" / "demo_cpu.yaml"
     from_yaml = load_pretrain_config(yaml_path, ["train.dataset_path=x"])
-    built_in = load_config(PretrainConfig, values={**_DEMO_CPU, "train.dataset_path": "x"})
+    built_in = load_config(PretrainConfig, values={**DEMO_CPU, "train.dataset_path": "x"})
     assert asdict(built_in) == asdict(from_yaml)
-    assert full_plan().pretrain == _DEMO_CPU
+    assert full_plan().pretrain == DEMO_CPU
     assert from_yaml.optim.epochs * from_yaml.train.OFFICIAL_EPOCH_LENGTH == 900

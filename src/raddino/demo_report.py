@@ -27,7 +27,7 @@ from raddino.viz.html_report import (
 )
 
 if TYPE_CHECKING:
-    from raddino.demo import DemoPlan
+    from raddino.demo_plan import DemoPlan
 
 TASK_TITLES = {
     "probe": "Linear probing of the findings (Table 2's layout)",
