@@ -17,8 +17,7 @@ from typer.testing import CliRunner
 
 from raddino.cli import app
 from raddino.config import load_config
-from raddino.demo import quick_plan
-from raddino.demo_plan import DEMO_CPU, full_plan
+from raddino.demo import DEMO_CPU, full_plan, quick_plan
 from raddino.pretrain.config import PretrainConfig, load_pretrain_config
 from raddino.viz.html_report import parse_markdown_tables
 

@@ -24,7 +24,7 @@ def demo(
 ) -> None:
     """Phantoms → CPU pre-training → export → evaluations against random init → report.html."""
     from raddino.demo import full_plan, quick_plan, run_demo
-    from raddino.demo_report import HEADLINE
+    from raddino.demo.page import HEADLINE
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     plan = quick_plan(ablation) if quick else full_plan(ablation)

@@ -1,4 +1,4 @@
-"""The built-in end-to-end job behind ``raddino demo`` / ``make demo``: no downloads, no user data.
+"""The demo's steps: the built-in end-to-end job behind ``raddino demo`` / ``make demo``.
 
 Steps (each a library call; a finished step is recorded in ``OUT/demo_state.json`` and skipped when the
 demo is re-run, so an interrupted demo resumes):
@@ -11,7 +11,7 @@ demo is re-run, so an interrupted demo resumes):
 4. per encoder: linear probing of the findings, kNN, metadata prediction, a linear segmentation head,
    and a tiny report generator (a 2-layer language model on the encoder's patch tokens);
 5. ``compare`` (the paper's table layout), attention maps, correspondences and a PCA map of the
-   pre-trained encoder, then ``report.html`` / ``report.md`` (:mod:`raddino.demo_report`).
+   pre-trained encoder, then ``report.html`` / ``report.md`` (:mod:`raddino.demo.page`).
 
 ``OUT/demo.json`` holds every step's wall time and, per table column, the pre-trained encoder's margin
 over random init.
@@ -28,10 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raddino.demo_plan import DemoPlan, full_plan, quick_plan
+from raddino.demo.plan import DemoPlan, full_plan
 from raddino.io.atomic import atomic_write_text
-
-__all__ = ["DemoPlan", "DemoResult", "full_plan", "quick_plan", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +240,7 @@ def run_demo(out: str | Path = "demo", plan: DemoPlan | None = None, seed: int =
         The steps run and skipped, their wall times and the pre-trained encoder's margins.
     """
     from raddino.data.phantoms import PhantomSettings, generate_phantoms
-    from raddino.demo_report import build_report, figure_steps, margins_from_results
+    from raddino.demo.page import build_report, figure_steps, margins_from_results
     from raddino.evaluate.compare import CompareConfig, run_compare
     from raddino.evaluate.report import build_causal_lm, train_report_tokenizer
 

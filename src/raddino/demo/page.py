@@ -1,4 +1,4 @@
-"""The demo's figures and its report page: what ``raddino demo`` shows once every step has run.
+"""The demo's report page and its figures: what ``raddino demo`` shows once every step has run.
 
 ``figure_steps`` draws the paper's qualitative figures with the pre-trained encoder (attention maps as
 Figure A.2, correspondences as Figures 3 / A.3, a PCA map as in the DINOv2 paper); ``build_report``
@@ -27,7 +27,7 @@ from raddino.viz.html_report import (
 )
 
 if TYPE_CHECKING:
-    from raddino.demo_plan import DemoPlan
+    from raddino.demo.plan import DemoPlan
 
 TASK_TITLES = {
     "probe": "Linear probing of the findings (Table 2's layout)",
