@@ -61,9 +61,38 @@ def test_pickles_with_code_are_refused_without_running_it(tmp_path: Path, monkey
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.pth"
     path.write_bytes(pickle.dumps({"cls_token": _Payload()}, protocol=2))
-    with pytest.raises(ModelLoadError, match="weights_only"):
+    with pytest.raises(ModelLoadError, match="weights_only") as refused:
         load_encoder(path)
     assert not (tmp_path / "pwned").exists()
+    message = str(refused.value)
+    assert "\n" not in message  # not PyTorch's four-line explanation
+    assert message.startswith(f"{path}: PyTorch weights file refused")
+    assert "unsupported GLOBAL" in message  # what it tried to run
+    assert "In PyTorch 2.6" not in message
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_weights_in_a_folder_name_the_file(random_encoder, tmp_path: Path, damage):
+    folder = random_encoder().save_pretrained(tmp_path / "model")
+    weights = folder / "model.safetensors"
+    content = weights.read_bytes()
+    weights.write_bytes(content[: len(content) // 2] if damage == "truncated" else os.urandom(4096))
+    with pytest.raises(ModelLoadError) as caught:
+        load_encoder(folder)
+    assert caught.value.source == str(weights)
+    assert "not a readable safetensors file" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_sharded_folder_with_a_missing_shard_names_it(random_encoder, tmp_path: Path):
+    folder = random_encoder().save_pretrained(tmp_path / "model")
+    names = list(load_file(folder / "model.safetensors"))
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    weight_map = {name: f"model-0000{1 + i % 2}-of-00002.safetensors" for i, name in enumerate(names)}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(ModelLoadError, match=r"listed in model\.safetensors\.index\.json") as caught:
+        load_encoder(folder)
+    assert caught.value.source == str(folder / "model-00002-of-00002.safetensors")
 
 
 def test_missing_weights_in_a_folder_are_an_error_not_random_init(random_encoder, tmp_path: Path):
@@ -93,7 +122,7 @@ def test_transformers_weights_file_points_to_its_folder(random_encoder, tmp_path
     ("name", "content", "reason"),
     [
         ("corrupt.safetensors", b"\x00\x01garbage", "not a readable safetensors file"),
-        ("empty.pth", b"", "not a readable PyTorch file"),
+        ("empty.pth", b"", r"cannot read PyTorch weights file \(truncated or corrupt\?\)"),
         ("weights.bin", b"1234", "unknown model file type '.bin'"),
     ],
 )

@@ -12,8 +12,8 @@ Sources, tried in this order:
 
 from __future__ import annotations
 
+import json
 import logging
-import pickle
 import re
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from raddino.io.state_file import StateFileError, load_state
 from raddino.models.convert import ConversionError, encoder_from_dinov2
 from raddino.models.encoder import Encoder
 
@@ -30,6 +31,10 @@ STATE_DICT_SUFFIXES = (".safetensors", ".pth", ".pt")
 DINOV2_FILE_NAME = "backbone_compatible.safetensors"  # the name in the RAD-DINO release
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _ENCODER_TYPES = ("dinov2", "dinov2_with_registers")
+_PICKLE_HINT = (
+    "raddino reads .pth/.pt files with torch.load(weights_only=True), which runs no code; "
+    "save the state dict as plain tensors, or as .safetensors"
+)
 
 
 class ModelLoadError(ValueError):
@@ -37,8 +42,19 @@ class ModelLoadError(ValueError):
 
     def __init__(self, source: str | Path, reason: str) -> None:
         self.source = str(source)
-        self.reason = reason
-        super().__init__(f"{self.source}: {reason}")
+        self.reason = " ".join(str(reason).split())  # one line, whatever the library below said
+        super().__init__(f"{self.source}: {self.reason}")
+
+
+def is_hub_id(source: str) -> bool:
+    """Whether ``source`` would be fetched from the Hugging Face hub (``owner/name``, not a local path)."""
+    path = Path(source).expanduser()
+    return bool(_HUB_ID.match(source)) and path.suffix not in STATE_DICT_SUFFIXES and not path.exists()
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -57,15 +73,11 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
                 metadata = dict(handle.metadata() or {})
             return load_file(str(path)), metadata
         except (SafetensorError, OSError, ValueError) as error:
-            raise ModelLoadError(path, f"not a readable safetensors file: {error}") from error
+            raise ModelLoadError(path, f"not a readable safetensors file: {_first_line(error)}") from error
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ModelLoadError(
-            path, f"refused: holds Python objects that torch.load(weights_only=True) will not run ({error})"
-        ) from error
-    except (OSError, RuntimeError, EOFError, ValueError) as error:
-        raise ModelLoadError(path, f"not a readable PyTorch file: {error}") from error
+        loaded = load_state(path, what="PyTorch weights file", hint=_PICKLE_HINT)
+    except StateFileError as error:  # one line already, starting with the path
+        raise ModelLoadError(path, str(error).removeprefix(f"{path}: ")) from None
     for wrapper in ("teacher", "model", "state_dict"):
         if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
             logger.info("%s: using the %r entry of the checkpoint", path, wrapper)
@@ -109,6 +121,40 @@ def load_dinov2_file(
         raise ModelLoadError(path, str(error)) from error
 
 
+def _check_weight_files(folder: Path) -> None:
+    """Open the header of every safetensors weights file of a transformers folder (cheap: no tensors).
+
+    transformers would otherwise stop on a truncated or corrupt file with a bare ``SafetensorError``
+    that does not say which file; a download cut short is the usual cause.
+
+    Raises:
+        ModelLoadError: names the file that is truncated, corrupt or listed by the index but missing.
+    """
+    index = folder / "model.safetensors.index.json"
+    if (folder / "model.safetensors").is_file():
+        files = [folder / "model.safetensors"]
+    elif index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            files = [folder / name for name in sorted(set(weight_map.values()))]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ModelLoadError(index, f"not a readable safetensors index: {_first_line(error)}") from error
+    else:
+        return  # no safetensors weights: transformers says what it found instead
+    for file in files:
+        if not file.is_file():
+            raise ModelLoadError(file, f"listed in {index.name} but missing")
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ModelLoadError(
+                file,
+                f"not a readable safetensors file ({_first_line(error)}); it may be truncated or corrupt: "
+                "copy or download it again",
+            ) from error
+
+
 def _load_transformers(source: str, *, local: bool, dtype: torch.dtype | None) -> Encoder:
     """A transformers Dinov2 model from a folder (``local``) or the hub; missing weights are an error."""
     from transformers import AutoConfig, AutoModel
@@ -118,11 +164,13 @@ def _load_transformers(source: str, *, local: bool, dtype: torch.dtype | None) -
     try:
         config = AutoConfig.from_pretrained(source, **options)
     except (OSError, ValueError) as error:
-        raise ModelLoadError(source, f"cannot read the {where}'s config: {error}") from error
+        raise ModelLoadError(source, f"cannot read the {where}'s config: {_first_line(error)}") from error
     if config.model_type not in _ENCODER_TYPES:
         raise ModelLoadError(
             source, f"model type {config.model_type!r} is not a DINOv2 encoder ({', '.join(_ENCODER_TYPES)})"
         )
+    if local:
+        _check_weight_files(Path(source))
     try:
         model, info = AutoModel.from_pretrained(
             source,
@@ -131,8 +179,8 @@ def _load_transformers(source: str, *, local: bool, dtype: torch.dtype | None) -
             dtype=dtype or torch.float32,
             output_loading_info=True,
         )
-    except (OSError, ValueError, RuntimeError) as error:
-        raise ModelLoadError(source, f"cannot load the {where}'s weights: {error}") from error
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        raise ModelLoadError(source, f"cannot load the {where}'s weights: {_first_line(error)}") from error
     problems = []
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
         names = [str(name) for name in info.get(kind) or []]
@@ -187,7 +235,7 @@ def load_encoder(
                     f"unknown model file type {path.suffix!r}; expected {', '.join(STATE_DICT_SUFFIXES)}",
                 )
             encoder = load_dinov2_file(path, num_heads=num_heads, dtype=dtype)
-        elif _HUB_ID.match(text) and path.suffix not in STATE_DICT_SUFFIXES:
+        elif is_hub_id(text):
             logger.info("%s is not a local path: loading it from the Hugging Face hub", text)
             encoder = _load_transformers(text, local=False, dtype=dtype)
         else:
