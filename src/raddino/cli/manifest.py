@@ -64,6 +64,7 @@ def _build(
         parse_fractions,
         write_dataset_manifest,
     )
+    from raddino.data.splits import SplitError
 
     try:
         fractions = parse_fractions(split) if split else None
@@ -78,7 +79,7 @@ def _build(
             **options,
         )
         errors = write_dataset_manifest(manifest, out)
-    except DatasetError as error:
+    except (DatasetError, SplitError) as error:
         raise fail(str(error)) from error
     for note in manifest.notes:
         typer.echo(f"{dataset}: {note}")

@@ -7,7 +7,7 @@
 - ``metadata``: patient metadata from embeddings (logistic regression, k-fold accuracy);
 - ``segment`` (+ ``seg_heads``, ``seg_train``, ``seg_data``): linear / ViTDet / UPerNet heads, Dice;
 - ``compare``: tables of several encoders' results;
-- ``metrics``, ``splits``, ``labels``, ``labelled``, ``results``, ``figures``: shared pieces.
+- ``metrics``, ``labels``, ``labelled``, ``results``, ``figures``: shared pieces (splits: ``data.splits``).
 
 Submodules are imported where used, so ``import raddino.evaluate`` stays light.
 """

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from raddino.data.splits import Splits, resolve_splits
 from raddino.evaluate.features import FeatureConfig, FeatureTable, extract_features
 from raddino.evaluate.labels import LabelError, UncertainPolicy, detect_label_columns, label_matrix
-from raddino.evaluate.splits import Splits, resolve_splits
 from raddino.io.manifest import ManifestError, load_inputs
 
 logger = logging.getLogger(__name__)

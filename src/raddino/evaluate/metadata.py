@@ -27,10 +27,10 @@ from typing import Any, Literal
 import numpy as np
 
 from raddino.config import save_config
+from raddino.data.splits import subjects_of
 from raddino.evaluate.features import FeatureConfig, FeatureTable, extract_features
 from raddino.evaluate.metrics import MeanStd, mean_std
 from raddino.evaluate.results import encoder_name, format_mean_std, markdown_table, write_results
-from raddino.evaluate.splits import subjects_of
 from raddino.io.manifest import ManifestError, load_inputs
 
 logger = logging.getLogger(__name__)

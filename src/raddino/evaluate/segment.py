@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from raddino.config import config_to_dict, save_config
+from raddino.data.splits import resolve_splits
 from raddino.evaluate.metrics import MeanStd, dice_per_image, mean_std
 from raddino.evaluate.results import encoder_name, format_mean_std, markdown_table, write_json, write_results
 from raddino.evaluate.seg_data import (
@@ -38,7 +39,6 @@ from raddino.evaluate.seg_data import (
 )
 from raddino.evaluate.seg_heads import HeadName, default_layers
 from raddino.evaluate.seg_train import FrozenFeatures, SegTraining, predict, train_head
-from raddino.evaluate.splits import resolve_splits
 from raddino.io.atomic import atomic_path
 from raddino.io.failures import FailureLog
 from raddino.io.manifest import ManifestError, load_inputs

@@ -1,10 +1,10 @@
-"""The harmonised vocabulary and the subject-split draw."""
+"""The harmonised vocabulary (the subject-split draw: tests/data/test_splits.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from raddino.data.datasets import DatasetError, assign_subject_splits, parse_fractions
+from raddino.data.datasets import DatasetError
 from raddino.data.datasets.findings import (
     NIH_LABEL_COLUMNS,
     VINDR_LABEL_COLUMNS,
@@ -79,43 +79,3 @@ def test_chexpert_cells() -> None:
     ]
     with pytest.raises(DatasetError, match=r"f\.csv: line 7, column 'Edema': 'yes' is not 1, 0, -1 or empty"):
         chexpert_value("yes", "f.csv", 7, "Edema")
-
-
-def test_split_fractions_are_parsed_and_checked() -> None:
-    assert parse_fractions("70/15/15") == pytest.approx((0.7, 0.15, 0.15))
-    assert parse_fractions("0.8,0.1,0.1") == pytest.approx((0.8, 0.1, 0.1))
-    for bad in ("70/30", "a/b/c", "-1/1/1", "0/0/0"):
-        with pytest.raises(DatasetError, match="split fractions"):
-            parse_fractions(bad)
-
-
-def _rows(subjects: range, source: str = "padchest") -> list[dict[str, str]]:
-    return [
-        {"id": f"{source}/{s}-{i}", "subject_id": str(s), "source": source, "split": ""}
-        for s in subjects
-        for i in range(2)
-    ]
-
-
-def test_subject_split_draw_is_stable_and_seeded() -> None:
-    rows = _rows(range(2000))
-    assign_subject_splits(rows, (0.7, 0.15, 0.15), seed=0)
-    split_of = {row["subject_id"]: row["split"] for row in rows}
-    more = _rows(range(3000))  # more subjects arrive later: the first 2000 keep their split
-    assign_subject_splits(more, (0.7, 0.15, 0.15), seed=0)
-    assert all(split_of[row["subject_id"]] == row["split"] for row in more if row["subject_id"] in split_of)
-    reseeded = _rows(range(2000))
-    assign_subject_splits(reseeded, (0.7, 0.15, 0.15), seed=1)
-    changed = sum(split_of[row["subject_id"]] != row["split"] for row in reseeded) / len(reseeded)
-    assert 0.3 < changed < 0.6  # 1 - (0.7^2 + 2 * 0.15^2) = 0.465 expected for independent draws
-
-
-def test_official_splits_are_kept_unless_asked() -> None:
-    rows = _rows(range(10))
-    rows[0]["split"] = "test"
-    assigned = assign_subject_splits(rows, (1.0, 0.0, 0.0))
-    assert assigned == 19
-    assert rows[0]["split"] == "test"
-    assert {row["split"] for row in rows[1:]} == {"train"}
-    assign_subject_splits(rows, (0.0, 0.0, 1.0), only_empty=False)
-    assert {row["split"] for row in rows} == {"test"}

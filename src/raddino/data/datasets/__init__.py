@@ -11,7 +11,7 @@ from raddino.data.datasets.findings import VINDR_PAPER_FINDINGS
 from raddino.data.datasets.merge import MergeResult, merge_manifests, write_merged
 from raddino.data.datasets.registry import DATASETS, DatasetAdapter, build_manifest, write_dataset_manifest
 from raddino.data.datasets.schema import HARMONISED_COLUMNS, DatasetError, DatasetManifest, Problem
-from raddino.data.datasets.splits import assign_subject_splits, parse_fractions, subjects_in_several_splits
+from raddino.data.splits import assign_subject_splits, parse_fractions, subjects_in_several_splits
 
 __all__ = [
     "DATASETS",

@@ -26,7 +26,7 @@ from raddino.data.datasets import (
 )
 from raddino.data.datasets.images import drop_missing, relative_to_folder
 from raddino.data.datasets.schema import DatasetError, DatasetManifest, Problem
-from raddino.data.datasets.splits import assign_subject_splits, subjects_in_several_splits
+from raddino.data.splits import assign_subject_splits, subjects_in_several_splits
 from raddino.io.atomic import atomic_open
 from raddino.io.failures import ERROR_COLUMNS
 
