@@ -64,6 +64,34 @@ def test_read_manifest_rejects_bad_files_naming_the_file(tmp_path: Path, text: s
     assert str(tmp_path / "m.csv") in str(caught.value)
 
 
+def test_an_unknown_split_is_refused_with_its_lines_and_the_allowed_values(tmp_path: Path) -> None:
+    # A typo used to drop its rows from every split without a word.
+    rows = ["a.png,train", "b.png,tset", "c.png,val", *[f"x{index}.png,trian" for index in range(6)]]
+    (tmp_path / "m.csv").write_text("path,split\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(ManifestError) as caught:
+        read_manifest(tmp_path / "m.csv")
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'm.csv'}: column 'split' has 7 row(s) with an unknown value: ")
+    assert (
+        "line 3 'tset', line 5 'trian', line 6 'trian', line 7 'trian', line 8 'trian' and 2 more" in message
+    )
+    assert "allowed: train, val, test (also training, valid, validation, dev, testing; any case)" in message
+    assert "\n" not in message
+
+
+def test_split_spellings_and_empty_splits_are_kept_as_written(tmp_path: Path) -> None:
+    text = (
+        'path,split,report\na.png,Train,\nb.png, validation ,"two\nlines"\nc.png,,\nd.png,TEST,\n'
+        "e.png,oops,\n"
+    )
+    (tmp_path / "m.csv").write_text(text, encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"1 row\(s\) with an unknown value: line 7 'oops';"):
+        read_manifest(tmp_path / "m.csv")  # the quoted two-line report moves the row to line 7
+    (tmp_path / "m.csv").write_text(text.replace("oops", "dev"), encoding="utf-8")
+    manifest = read_manifest(tmp_path / "m.csv")
+    assert manifest.column("split") == ["Train", " validation ", "", "TEST", "dev"]
+
+
 def test_unreadable_manifest(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="cannot read manifest"):
         read_manifest(tmp_path / "absent.csv")

@@ -1,9 +1,11 @@
 """The one manifest format: a CSV with a ``path`` column, accepted by every command in place of a folder.
 
 Optional columns with a fixed meaning: ``id`` (unique per row; defaults to the path relative to the
-manifest's folder, without extension), ``subject_id``, ``split`` (``train``/``val``/``test``), ``view``;
-any other column is a label, metadata or a mask path, read as text. Relative paths are resolved against
-the manifest's folder, so a dataset folder with its manifest can be moved as a whole.
+manifest's folder, without extension), ``subject_id``, ``split`` (``train``/``val``/``test``, or empty
+for a row in no split), ``view``; any other column is a label, metadata or a mask path, read as text.
+Relative paths are resolved against the manifest's folder, so a dataset folder with its manifest can be
+moved as a whole. A ``split`` value that is none of these is refused when the manifest is read: a typo
+such as ``tset`` would otherwise drop its rows from every split without a word.
 """
 
 from __future__ import annotations
@@ -18,6 +20,19 @@ from raddino.io.atomic import atomic_open
 
 IMAGE_EXTENSIONS = (".dcm", ".dicom", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 RESERVED_COLUMNS = ("path", "id", "subject_id", "split", "view")
+SPLIT_NAMES = ("train", "val", "test")
+# Spellings of a split the evaluation commands read as one of SPLIT_NAMES (case and spaces ignored).
+SPLIT_SPELLINGS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
+_SHOWN_ROWS = 5  # unknown split values listed by line in the error; the rest are counted
 
 
 class ManifestError(ValueError):
@@ -82,14 +97,19 @@ def read_manifest(path: str | Path) -> Manifest:
     """Read a manifest CSV.
 
     Raises:
-        ManifestError: the file cannot be read, has no ``path`` column, has an empty path, or repeats an id.
+        ManifestError: the file cannot be read, has no ``path`` column, has an empty path, repeats an id,
+            or has a ``split`` value other than train / val / test (or a spelling of them) and empty.
     """
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             columns = list(reader.fieldnames or [])
-            rows = [dict(row) for row in reader]
+            rows, lines, last_line = [], [], reader.line_num
+            for row in reader:  # a quoted cell may span lines: a row starts after the previous one ended
+                rows.append(dict(row))
+                lines.append(last_line + 1)
+                last_line = reader.line_num
     except OSError as error:
         raise ManifestError(f"{path}: cannot read manifest: {error.strerror or error}") from error
     except (csv.Error, UnicodeDecodeError) as error:
@@ -98,7 +118,7 @@ def read_manifest(path: str | Path) -> Manifest:
         raise ManifestError(f"{path}: a manifest needs a 'path' column; found columns: {columns}")
     root = path.parent.resolve()
     seen: dict[str, int] = {}
-    for number, row in enumerate(rows, start=2):  # line 1 is the header
+    for number, row in zip(lines, rows, strict=True):
         for key in list(row):
             if key is None:  # more cells than header columns
                 raise ManifestError(f"{path}: line {number} has more values than the header has columns")
@@ -113,9 +133,39 @@ def read_manifest(path: str | Path) -> Manifest:
                 "ids must be unique"
             )
         seen[row["id"]] = number
+    if "split" in columns:
+        check_split_values(rows, lines, path)
     if "id" not in columns:
         columns.insert(1, "id")
     return Manifest(rows=rows, columns=columns, root=root, source=path)
+
+
+def check_split_values(rows: Sequence[Mapping[str, str]], lines: Sequence[int], source: str | Path) -> None:
+    """Refuse ``split`` values that are not a split, naming their lines, so no row silently drops out.
+
+    Args:
+        rows: Manifest rows.
+        lines: The line of the file each row starts on (for the message).
+        source: The manifest file, named in the message.
+
+    Raises:
+        ManifestError: ``source: column 'split' has N row(s) with an unknown value: line 4 'tset', ...;
+            allowed: ...``, listing the first few lines and counting the rest.
+    """
+    unknown = [
+        (line, row.get("split", ""))
+        for line, row in zip(lines, rows, strict=True)
+        if row.get("split", "").strip() and row["split"].strip().lower() not in SPLIT_SPELLINGS
+    ]
+    if not unknown:
+        return
+    shown = ", ".join(f"line {line} {value!r}" for line, value in unknown[:_SHOWN_ROWS])
+    more = f" and {len(unknown) - _SHOWN_ROWS} more" if len(unknown) > _SHOWN_ROWS else ""
+    other_spellings = ", ".join(name for name in SPLIT_SPELLINGS if name not in SPLIT_NAMES)
+    raise ManifestError(
+        f"{source}: column 'split' has {len(unknown)} row(s) with an unknown value: {shown}{more}; "
+        f"allowed: {', '.join(SPLIT_NAMES)} (also {other_spellings}; any case), or empty for no split"
+    )
 
 
 def discover_images(folder: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> list[Path]:
