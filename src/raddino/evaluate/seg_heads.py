@@ -60,8 +60,6 @@ def _rescaler(channels: int, scale: float) -> nn.Module:
 class LinearHead(nn.Module):
     """BatchNorm + 1×1 conv on the last layer's tokens."""
 
-    layers_needed = 1
-
     def __init__(self, embed_dim: int, classes: int) -> None:
         super().__init__()
         self.norm = nn.BatchNorm2d(embed_dim)
@@ -75,7 +73,6 @@ class LinearHead(nn.Module):
 class ViTDetHead(nn.Module):
     """Simple feature pyramid from the last layer, fused for segmentation."""
 
-    layers_needed = 1
     scales = (4.0, 2.0, 1.0, 0.5)
 
     def __init__(self, embed_dim: int, classes: int, channels: int = 256) -> None:
@@ -110,7 +107,6 @@ class ViTDetHead(nn.Module):
 class UPerNetHead(nn.Module):
     """UPerNet on 4 intermediate layers turned into a ×4 / ×2 / ×1 / ×½ pyramid."""
 
-    layers_needed = 4
     pool_scales = (1, 2, 3, 6)
 
     def __init__(self, embed_dim: int, classes: int, channels: int = 256) -> None:

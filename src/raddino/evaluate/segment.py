@@ -192,7 +192,8 @@ class _Runner:
         samples = _load_samples(manifest, manifest.rows, self.columns, preprocess, self.failures)
         if not samples:
             raise ManifestError(f"{config.input}: no image could be read; see {self.failures.path}")
-        rows = [next(r for r in manifest.rows if r["id"] == s.id) for s in samples]
+        row_of = {row["id"]: row for row in manifest.rows}  # ids are unique (read_manifest checks)
+        rows = [row_of[s.id] for s in samples]
         self.splits = resolve_splits(rows, manifest.columns, config.split_ratios, config.split_seed)
         self.split = {
             name: [samples[int(i)] for i in getattr(self.splits, name)] for name in ("train", "val", "test")

@@ -24,7 +24,6 @@ LABELS = (*FINDINGS, "no_finding")
 # Findings of the lung or heart that persist between visits are drawn once per subject; the rest once
 # per study (a study's frontal and lateral images share their findings, as they do in MIMIC-CXR).
 CHRONIC_FINDINGS = ("cardiomegaly", "nodule", "fibrosis")
-PATHOLOGIES = tuple(name for name in FINDINGS if name != "support_device")
 
 SIDES = ("right", "left")
 ZONES = ("upper", "mid", "lower")
@@ -43,7 +42,6 @@ FRONTAL_ONLY_STRUCTURES = tuple(name for name in ANATOMY_STRUCTURES if name != "
 
 OutputFormat = Literal["png8", "png16", "dicom"]
 OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("png8", "png16", "dicom")
-View = Literal["PA", "AP", "LATERAL"]
 
 
 @dataclass
