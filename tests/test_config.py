@@ -11,7 +11,7 @@ from typing import Literal
 import pytest
 import yaml
 
-from raddino.config import ConfigError, config_to_dict, load_config, parse_overrides, save_config
+from raddino.config import ConfigError, config_to_dict, load_config, load_yaml, parse_overrides, save_config
 
 
 @dataclass
@@ -138,3 +138,32 @@ def test_save_then_load_round_trips(tmp_path: Path) -> None:
     assert plain["optim"]["betas"] == [0.5, 0.6]
     assert plain["output"] == "/data/run"
     assert load_config(Recipe, saved) == config
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("epochs: 3\nibot: false\nepochs: 5\n", "key 'epochs' appears twice (lines 1 and 3); keep one"),
+        ("optim:\n  base_lr: 0.1\n  base_lr: 0.2\n", "key 'base_lr' appears twice (lines 2 and 3); keep one"),
+        ("optim: {base_lr: 0.1, base_lr: 0.2}\n", "key 'base_lr' appears twice (line 1); keep one"),
+    ],
+)
+def test_a_key_given_twice_is_refused_with_its_lines(tmp_path: Path, text: str, message: str) -> None:
+    # PyYAML keeps the later value silently: a recipe edited in two places would run with either.
+    path = _yaml(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(Recipe, path)
+    assert str(caught.value) == f"{path}: {message}"
+    with pytest.raises(ConfigError, match=r"key 'epochs' appears twice \(line 1\)"):
+        parse_overrides(["optim={epochs: 1, epochs: 2}"])
+
+
+def test_yaml_errors_are_one_line_and_merge_keys_still_work(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"not valid YAML: line 2, column 8: mapping values") as caught:
+        load_config(Recipe, _yaml(tmp_path, "epochs: 3\nibot: a: b\n"))
+    assert "\n" not in str(caught.value)
+    shared = "defaults: &optim {base_lr: 0.5}\n"
+    assert load_yaml(shared + "optim:\n  <<: *optim\n  layerwise_decay: 0.5\n")["optim"] == {
+        "base_lr": 0.5,
+        "layerwise_decay": 0.5,
+    }

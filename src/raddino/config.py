@@ -29,6 +29,48 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key and the source."""
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A YAML mapping gives the same key twice; the message names the key and both lines."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error, not "later wins"."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *defaults" merges; it is not a key
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key; the base class reports it
+                break
+            if first is not None:
+                where = f"line {line}" if first == line else f"lines {first} and {line}"
+                raise DuplicateKeyError(f"key {key!r} appears twice ({where}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error in one line: where it is and what is wrong (PyYAML's own text spans several lines)."""
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+    return " ".join(str(error).split())
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML like ``yaml.safe_load``, refusing a mapping that repeats a key (PyYAML keeps the last).
+
+    Raises:
+        yaml.YAMLError: invalid YAML, or a repeated key (the message names it and both lines).
+    """
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def _suggest(key: str, options: Iterable[str]) -> str:
     close = difflib.get_close_matches(key, list(options), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
@@ -168,9 +210,11 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
         if not key:
             raise ConfigError(f"override '{override}' has an empty key")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as error:
-            raise ConfigError(f"override '{override}': value is not valid YAML: {error}") from error
+            raise ConfigError(
+                f"override '{override}': value is not valid YAML: {_yaml_problem(error)}"
+            ) from error
         _set_dotted(tree, key, value)
     return tree
 
@@ -199,11 +243,13 @@ def load_config(
         path = Path(path)
         source = str(path)
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+            loaded = load_yaml(path.read_text(encoding="utf-8"))
         except OSError as error:
             raise ConfigError(f"{path}: cannot read config file: {error.strerror or error}") from error
+        except DuplicateKeyError as error:
+            raise ConfigError(f"{path}: {error}") from error
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from error
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(error)}") from error
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
