@@ -5,7 +5,9 @@ Files are the ones shipped inside pydicom plus DICOMs written here with exactly 
 
 from __future__ import annotations
 
+import logging
 import pickle
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -122,6 +124,30 @@ def test_one_bit_dicom(pydicom_file: FileFinder) -> None:
 def test_bad_shipped_files(pydicom_file: FileFinder, name: str, reason: str) -> None:
     with pytest.raises(ImageReadError, match=reason):
         read_image(pydicom_file(name))
+
+
+def test_a_corrupt_jpeg2000_frame_fails_once_without_tracebacks_on_stderr(
+    pydicom_file: FileFinder, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # pydicom logs a traceback for every decoder plugin it tried; the command already reports the file.
+    dataset = pydicom.dcmread(pydicom_file("JPEG2000.dcm"))
+    stream = bytearray(dataset.PixelData)
+    for position in range(len(stream) // 3, len(stream) - 100):
+        stream[position] = (stream[position] * 7 + 13) % 256
+    dataset.PixelData = bytes(stream)
+    dataset.save_as(tmp_path / "corrupt_j2k.dcm")
+    pydicom_logger = logging.getLogger("pydicom")
+    level = pydicom_logger.level
+    console = logging.StreamHandler(sys.stderr)  # what the command line's logging set-up does
+    logging.getLogger().addHandler(console)
+    try:
+        with pytest.raises(ImageReadError, match=r"truncated or corrupt pixel data \(JPEG 2000"):
+            read_image(tmp_path / "corrupt_j2k.dcm")
+        pydicom_logger.error("after the read")  # pydicom's own logging is back as it was
+    finally:
+        logging.getLogger().removeHandler(console)
+    assert capsys.readouterr().err == "after the read\n"
+    assert pydicom_logger.level == level
 
 
 def test_missing_decoder_names_the_package(pydicom_file: FileFinder, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,11 @@ read; the first window of the top-level VOI module is used.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -46,6 +50,35 @@ _CODEC_PACKAGES = {
     "1.2.840.10008.1.2.5": "pylibjpeg + pylibjpeg-rle",  # RLE (pydicom also decodes it natively)
 }
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, the weights Pillow's convert("L") uses
+# Loggers of pydicom and its decoder plugins. A corrupt frame makes pydicom log a traceback per plugin it
+# tried; the failure is already reported once (an ImageReadError, a row of errors.csv), so while a file is
+# read these loggers are raised to CRITICAL.
+_DECODER_LOGGERS = ("pydicom", "pylibjpeg", "openjpeg", "libjpeg", "rle")
+_quiet_lock = threading.Lock()
+_quiet_readers = 0
+_saved_levels: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def _quiet_decoder_logs() -> Iterator[None]:
+    """Silence ``_DECODER_LOGGERS`` below CRITICAL while at least one thread is reading a DICOM."""
+    global _quiet_readers
+    with _quiet_lock:
+        if _quiet_readers == 0:
+            for name in _DECODER_LOGGERS:
+                logger = logging.getLogger(name)
+                _saved_levels[name] = logger.level
+                logger.setLevel(logging.CRITICAL)
+        _quiet_readers += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_readers -= 1
+            if _quiet_readers == 0:
+                for name, level in _saved_levels.items():
+                    logging.getLogger(name).setLevel(level)
+                _saved_levels.clear()
 
 
 def _load(path: str | Path) -> Dataset:
@@ -111,7 +144,7 @@ def read_dicom(
         ImageReadError: not DICOM, no pixel data, missing decoder, truncated pixel data, too small or
             too large, uniform, ``frame`` out of range, or ``voi=True`` without a VOI in the file.
     """
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_decoder_logs():
         # pydicom warns about every non-conformant header value; across a million files that floods the
         # terminal, and a value that matters fails below with a reason instead.
         warnings.simplefilter("ignore")
