@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from collections import defaultdict
 from pathlib import Path
 
@@ -151,6 +153,25 @@ def test_rerun_resumes_and_redoes_only_missing_images(tmp_path: Path) -> None:
     generate_phantoms(tmp_path, n=6, size=SIZE, seed=2, workers=1, progress=False)
     assert _digest(tmp_path) == before  # the missing image is back, byte for byte
     assert kept.stat().st_mtime_ns == kept_time  # complete phantoms were not rendered again
+
+
+@pytest.mark.parametrize(
+    ("umask", "folder_mode", "file_mode"), [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)]
+)
+def test_mask_folders_and_files_get_the_umask_permissions(
+    tmp_path: Path, umask: int, folder_mode: int, file_mode: int
+) -> None:
+    # Mask folders were staged with mkdtemp and renamed into place: 0700, unreadable by a teammate.
+    previous = os.umask(umask)
+    try:
+        generate_phantoms(tmp_path, n=2, size=SIZE, seed=2, workers=1, progress=False)
+    finally:
+        os.umask(previous)
+    folders = [tmp_path / "masks", *(tmp_path / "masks").iterdir(), tmp_path / "images"]
+    assert {stat.S_IMODE(path.stat().st_mode) for path in folders} == {folder_mode}
+    files = [*tmp_path.glob("masks/*/*.png"), *tmp_path.glob("images/*.png"), tmp_path / "manifest.csv"]
+    assert len(files) == 2 * len(STRUCTURES) + 3
+    assert {stat.S_IMODE(path.stat().st_mode) for path in files} == {file_mode}
 
 
 def test_other_settings_into_the_same_folder_are_refused_unless_overwrite(tmp_path: Path) -> None:

@@ -14,9 +14,6 @@ a resumed run can trust them. The image in the first format is written last.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from PIL import Image
 from raddino.data.phantoms.dicom import write_dicom
 from raddino.data.phantoms.settings import FINDINGS, LABELS, STRUCTURES
 from raddino.data.phantoms.spec import Phantom, PhantomSpec
+from raddino.io.atomic import atomic_directory
 from raddino.io.png import write_png
 
 FOLDERS = {"png8": "images", "png16": "images16", "dicom": "dicom"}
@@ -52,19 +50,9 @@ def is_complete(root: Path, spec: PhantomSpec, formats: Sequence[str], masks: bo
 
 def write_masks(root: Path, spec: PhantomSpec, masks: dict[str, np.ndarray]) -> None:
     """Write all masks of one phantom as 1-bit PNGs into ``masks/<id>/``, atomically as a folder."""
-    parent = root / "masks"
-    parent.mkdir(parents=True, exist_ok=True)
-    target = parent / spec.image_id
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.image_id}.", suffix=".tmp", dir=parent))
-    try:
+    with atomic_directory(root / "masks" / spec.image_id) as staging:
         for name in STRUCTURES:
             Image.fromarray(masks[name]).save(staging / f"{name}.png", format="PNG", compress_level=1)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def write_phantom(root: Path, phantom: Phantom, formats: Sequence[str], masks: bool = True) -> None:
