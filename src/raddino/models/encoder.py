@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Dinov2Model, Dinov2WithRegistersModel
 
+from raddino.io.atomic import atomic_directory
 from raddino.models.blocks import attention_projections
 from raddino.models.presets import EncoderConfig, preset_config
 
@@ -325,17 +323,8 @@ class Encoder(nn.Module):
         from raddino.data.preprocess import PreprocessConfig
 
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with atomic_directory(folder, merge=True) as staging:  # modes from the umask, not mkdtemp's 0700
             self.backbone.save_pretrained(staging)
             processor = (preprocess or PreprocessConfig()).to_processor_dict()
             (staging / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n")
-            if not folder.exists():
-                os.replace(staging, folder)
-            else:
-                for path in staging.iterdir():
-                    os.replace(path, folder / path.name)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return folder
