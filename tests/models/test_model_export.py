@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,24 @@ def test_head_of_the_wrong_width_is_refused_before_writing(random_encoder, tmp_p
 def test_unknown_format_is_refused(random_encoder, tmp_path: Path):
     with pytest.raises(ValueError, match="format must be"):
         export_encoder("preset:test", tmp_path / "out", format="onnx")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("umask", "folder_mode", "file_mode"), [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)]
+)
+def test_exported_folders_get_the_umask_permissions(
+    random_encoder, tmp_path: Path, umask: int, folder_mode: int, file_mode: int
+):
+    # A transformers export was staged with mkdtemp and renamed into place: 0700 with 0600 weights.
+    source = random_encoder().save_pretrained(tmp_path / "model")
+    previous = os.umask(umask)
+    try:
+        result = export_encoder(source, tmp_path / "export", format="transformers")
+        again = export_encoder(source, tmp_path / "export", format="transformers", overwrite=True)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "export").stat().st_mode) == folder_mode
+    assert {stat.S_IMODE(path.stat().st_mode) for path in result.files} == {file_mode}
+    assert sorted(path.name for path in (tmp_path / "export").iterdir()) == sorted(
+        p.name for p in again.files
+    )
