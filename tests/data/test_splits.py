@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import logging
 import math
 import random
 from collections import Counter, defaultdict
@@ -28,6 +29,7 @@ from raddino.io.manifest import load_inputs
 
 FRACTIONS = (0.7, 0.15, 0.15)
 COLUMNS = ["path", "id", "subject_id", "source", "split"]
+NO_SPLIT = COLUMNS[:-1]  # a manifest without a split column: the rule draws every row
 
 
 def _rows(subjects: range, source: str = "padchest", images: int = 2) -> list[dict[str, str]]:
@@ -50,7 +52,7 @@ def _split_by_id(rows: list[dict[str, str]], columns: list[str], seed: int = 0) 
 
 
 def _mixed_manifest() -> list[dict[str, str]]:
-    """Two sources numbering their patients alike, 1-3 images each, a few official splits."""
+    """Two sources numbering their patients alike, 1-3 images each, no split column."""
     generator = np.random.default_rng(4)
     rows = []
     for source in ("nih-cxr", "padchest"):
@@ -62,7 +64,6 @@ def _mixed_manifest() -> list[dict[str, str]]:
                         "id": f"{source}/{subject}_{image}",
                         "subject_id": str(subject),
                         "source": source,
-                        "split": "test" if source == "nih-cxr" and subject < 10 else "",
                     }
                 )
     return rows
@@ -70,13 +71,11 @@ def _mixed_manifest() -> list[dict[str, str]]:
 
 def test_the_evaluation_path_and_the_dataset_manifest_path_give_the_same_split(tmp_path: Path) -> None:
     rows = _mixed_manifest()
-    # raddino probe / knn / segment: the manifest as it is, split where the column is empty
-    evaluated = _split_by_id(copy.deepcopy(rows), COLUMNS, seed=3)
+    # raddino probe / knn / segment on a manifest without a split column: the rule draws
+    evaluated = _split_by_id(copy.deepcopy(rows), NO_SPLIT, seed=3)
     # raddino manifest --split 70/15/15 --seed 3 writes the split column, which the evaluation then reads
-    written = copy.deepcopy(rows)
-    assert assign_subject_splits(written, parse_fractions("70/15/15"), seed=3) == len(rows) - sum(
-        1 for row in rows if row["split"]
-    )
+    written = [{**row, "split": ""} for row in rows]
+    assert assign_subject_splits(written, parse_fractions("70/15/15"), seed=3) == len(rows)
     manifest = tmp_path / "manifest.csv"
     with open(manifest, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
@@ -87,12 +86,11 @@ def test_the_evaluation_path_and_the_dataset_manifest_path_give_the_same_split(t
     assert splits.source == "manifest"
     from_file = {loaded.rows[int(i)]["id"]: n for n in ("train", "val", "test") for i in getattr(splits, n)}
     assert from_file == evaluated
-    assert all(evaluated[row["id"]] == "test" for row in rows if row["split"] == "test")  # official kept
 
 
 def test_no_subject_falls_in_two_splits_and_sources_number_patients_apart() -> None:
     rows = _mixed_manifest()
-    split_of = _split_by_id(rows, COLUMNS)
+    split_of = _split_by_id(rows, NO_SPLIT)
     splits_of_subject = defaultdict(set)
     for row in rows:
         splits_of_subject[subject_key(row)].add(split_of[row["id"]])
@@ -116,10 +114,10 @@ def test_split_fractions_hold_within_binomial_bounds_by_subject() -> None:
 def test_the_split_does_not_depend_on_row_order() -> None:
     for subjects in (range(300), range(12)):  # 12 subjects: the small-set fill runs too
         rows = _rows(subjects)
-        first = _split_by_id(rows, COLUMNS)
+        first = _split_by_id(rows, NO_SPLIT)
         shuffled = rows[::-1]
         random.Random(0).shuffle(shuffled)
-        assert _split_by_id(shuffled, COLUMNS) == first
+        assert _split_by_id(shuffled, NO_SPLIT) == first
 
 
 def test_a_subject_keeps_its_split_when_more_subjects_arrive() -> None:
@@ -146,7 +144,7 @@ def test_small_sets_get_every_split_and_too_few_subjects_are_refused() -> None:
         for seed in range(3):
             sizes = make_splits([f"s{i}" for i in range(count)], FRACTIONS, seed).sizes()
             assert min(sizes.values()) >= 1, (count, seed, sizes)
-    with pytest.raises(SplitError, match=r"no subject drawn for split\(s\) \['(val|test)'"):
+    with pytest.raises(SplitError, match=r"2 subject\(s\) cannot fill split\(s\) \['(val|test)'"):
         make_splits(["a", "a", "b"], FRACTIONS)
     assert make_splits(["a", "b"], (0.5, 0.5, 0.0)).sizes() == {"train": 1, "val": 1, "test": 0}
 
@@ -175,14 +173,21 @@ def test_an_unknown_split_value_or_a_split_without_rows_is_refused() -> None:
         resolve_splits(rows, ["id", "split"])
 
 
-def test_empty_split_cells_are_drawn_by_the_rule() -> None:
-    rows = _rows(range(100))
-    for row in rows[:20]:
-        row["split"] = "test"
-    splits = resolve_splits(rows, COLUMNS, FRACTIONS)
-    assert splits.source.startswith("manifest + by subject")
-    assert set(range(20)) <= set(splits.test.tolist())
-    assert len(splits.train) + len(splits.val) + len(splits.test) == len(rows)
+def test_a_row_with_an_empty_split_cell_is_in_no_split(caplog: pytest.LogCaptureFixture) -> None:
+    rows = [
+        {"id": "a", "split": "train"},
+        {"id": "b", "split": ""},
+        {"id": "c", "split": "val"},
+        {"id": "d", "split": " Test "},
+    ]
+    with caplog.at_level(logging.INFO, logger="raddino.data.splits"):
+        splits = resolve_splits(rows, ["id", "split"])
+    assert [splits.train.tolist(), splits.val.tolist(), splits.test.tolist()] == [[0], [2], [3]]
+    assert "1 row(s) with an empty 'split' cell are in no split" in caplog.text
+    for row in rows:
+        row["split"] = ""  # what raddino manifest writes without --split
+    with pytest.raises(SplitError, match=r"no rows for split\(s\) \['train', 'val', 'test'\]; .*--split"):
+        resolve_splits(rows, ["id", "split"])
 
 
 def test_fractions_are_parsed_and_bad_ones_refused() -> None:

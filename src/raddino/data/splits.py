@@ -6,14 +6,15 @@ graded on a near-copy (paper §4: every split is made by subject).
 The rule, the same for ``raddino manifest --split``, ``probe``, ``knn`` and ``segment`` (``metadata``
 cross-validates in folds grouped by the same subject keys):
 
-1. A row whose ``split`` column holds a value keeps it (``train``, ``val``, ``test``; ``validation``,
-   ``valid``, ``dev``, ``training`` and ``testing`` are read as those). Official splits are kept as the
-   datasets publish them.
-2. Every other row takes its subject's draw ``u``, the first 64 bits of ``sha256("{seed}/{subject}")``
-   over 2^64 (a number in [0, 1)), where the subject is ``SOURCE/SUBJECT_ID`` (``SUBJECT_ID`` in a
-   manifest without a ``source`` column; a row without a subject id is its own subject, its ``id``
-   standing in). The subject goes to ``train`` if ``u < f_train``, to ``val`` if
-   ``u < f_train + f_val``, else to ``test``.
+1. A manifest with a ``split`` column is split as the column says (``train``, ``val``, ``test``;
+   ``validation``, ``valid``, ``dev``, ``training`` and ``testing`` are read as those); a row whose cell is
+   empty is in no split. Official splits are kept as the datasets publish them; ``raddino manifest
+   --split`` fills the empty cells by step 2, so the column it writes is the split the others draw.
+2. Without the column, every row takes its subject's draw ``u``, the first 64 bits of
+   ``sha256("{seed}/{subject}")`` over 2^64 (a number in [0, 1)), where the subject is
+   ``SOURCE/SUBJECT_ID`` (``SUBJECT_ID`` in a manifest without a ``source`` column; a row without a
+   subject id is its own subject, its ``id`` standing in). The subject goes to ``train`` if
+   ``u < f_train``, to ``val`` if ``u < f_train + f_val``, else to ``test``.
 3. A split asked for a positive fraction that drew no subject (only in sets of a few dozen subjects) is
    given the subject whose draw lies nearest its interval, taken from a split with more than one subject.
 
@@ -31,6 +32,7 @@ split would need ranks over the whole set, and ranks move subjects across splits
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
@@ -38,18 +40,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SPLIT_NAMES = ("train", "val", "test")
-# Accepted spellings of a manifest's ``split`` column.
-_ALIASES = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "dev": "val",
-    "test": "test",
-    "testing": "test",
-}
+from raddino.io.manifest import SPLIT_NAMES, SPLIT_SPELLINGS
+
+logger = logging.getLogger(__name__)
 
 
 class SplitError(ValueError):
@@ -174,7 +167,7 @@ def canonical_split(value: str, where: str) -> str:
     text = value.strip()
     if not text:
         return ""
-    canonical = _ALIASES.get(text.lower())
+    canonical = SPLIT_SPELLINGS.get(text.lower())
     if canonical is None:
         raise SplitError(f"{where}: split {value!r} is not one of {list(SPLIT_NAMES)} (or empty)")
     return canonical
@@ -196,12 +189,25 @@ def check_disjoint(subjects: Sequence[str], splits: Splits) -> None:
 def make_splits(
     subjects: Sequence[str], ratios: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0
 ) -> Splits:
-    """Splits of rows whose subject keys are ``subjects``, by the module's rule (no ``split`` column).
+    """Splits of rows whose subject keys are ``subjects`` (one per row), drawn by the module's rule.
 
     Raises:
         SplitError: bad fractions, or too few subjects to give every split with a positive fraction one.
     """
-    return _splits_of(subjects, [""] * len(subjects), ratios, seed)
+    drawn = draw_subject_splits(subjects, ratios, seed)
+    members: dict[str, list[int]] = {name: [] for name in SPLIT_NAMES}
+    for index, subject in enumerate(subjects):
+        members[drawn[subject]].append(index)
+    wanted = dict(zip(SPLIT_NAMES, check_fractions(ratios), strict=True))
+    empty = [name for name in SPLIT_NAMES if wanted[name] > 0 and not members[name]]
+    if empty:
+        raise SplitError(
+            f"{len(drawn)} subject(s) cannot fill split(s) {empty} by subject; add subjects or give the "
+            "manifest a split column"
+        )
+    train, val, test = (np.asarray(members[name], np.int64) for name in SPLIT_NAMES)
+    fractions = [round(float(r), 4) for r in ratios]
+    return Splits(train, val, test, source=f"by subject, sha256 draw, fractions {fractions}, seed {seed}")
 
 
 def resolve_splits(
@@ -211,12 +217,14 @@ def resolve_splits(
     seed: int = 0,
     column: str = "split",
 ) -> Splits:
-    """Splits of manifest rows: the ``split`` column where it holds a value, the rule elsewhere.
+    """Splits of manifest rows: the manifest's ``split`` column when it has one, else the rule.
+
+    A row whose cell in the column is empty is in no split (``raddino manifest --split`` fills them).
 
     Args:
         rows: Manifest rows (``id``, optional ``subject_id``, ``source``, ``split``).
         columns: The manifest's columns.
-        ratios: Train, val and test fractions of the subjects drawn (summing to 1).
+        ratios: Train, val and test fractions of the subjects (summing to 1), checked in either case.
         seed: Seed of the draw.
         column: Name of the split column.
 
@@ -224,36 +232,26 @@ def resolve_splits(
         SplitError: an unknown split value, a subject in two splits, fractions that do not sum to 1, or a
             split left without rows; the message names the row, subject or split.
     """
-    given = [""] * len(rows)
-    if column in columns:
-        given = [canonical_split(row.get(column, ""), f"row '{row['id']}'") for row in rows]
-    return _splits_of(subjects_of(rows), given, ratios, seed, column)
-
-
-def _splits_of(
-    subjects: Sequence[str], given: Sequence[str], ratios: Sequence[float], seed: int, column: str = "split"
-) -> Splits:
-    undecided = [subject for subject, split in zip(subjects, given, strict=True) if not split]
-    drawn = draw_subject_splits(undecided, ratios, seed)
+    check_fractions(ratios)
+    if column not in columns:
+        return make_splits(subjects_of(rows), ratios, seed)
     members: dict[str, list[int]] = {name: [] for name in SPLIT_NAMES}
-    for index, (subject, split) in enumerate(zip(subjects, given, strict=True)):
-        members[split or drawn[subject]].append(index)
-    rule = f"by subject, sha256 draw, fractions {[round(r, 4) for r in ratios]}, seed {seed}"
-    if not undecided:
-        source = "manifest"
-    else:
-        source = rule if len(undecided) == len(subjects) else f"manifest + {rule}"
+    for index, row in enumerate(rows):
+        split = canonical_split(row.get(column, ""), f"row '{row['id']}'")
+        if split:
+            members[split].append(index)
     train, val, test = (np.asarray(members[name], np.int64) for name in SPLIT_NAMES)
-    splits = Splits(train, val, test, source=source)
-    check_disjoint(subjects, splits)
-    wanted = dict(zip(SPLIT_NAMES, check_fractions(ratios), strict=True))
-    empty = [name for name in SPLIT_NAMES if not members[name] and (wanted[name] > 0 or not undecided)]
+    splits = Splits(train, val, test, source="manifest")
+    check_disjoint(subjects_of(rows), splits)
+    empty = [name for name in SPLIT_NAMES if not members[name]]
     if empty:
-        where = f"column '{column}' has no rows for" if not undecided else "no subject drawn for"
         raise SplitError(
-            f"{where} split(s) {empty} ({len(set(subjects))} subject(s)); "
-            "fill them in the manifest's split column or add subjects"
+            f"column '{column}' has no rows for split(s) {empty}; fill them (raddino manifest … --split "
+            "70/15/15 draws the empty cells by subject) or drop the column to have them drawn"
         )
+    unsplit = len(rows) - sum(splits.sizes().values())
+    if unsplit:
+        logger.info("%d row(s) with an empty '%s' cell are in no split", unsplit, column)
     return splits
 
 
