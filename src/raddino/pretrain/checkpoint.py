@@ -5,11 +5,17 @@ run can be resumed or exported on any number of processes), the optimiser, the l
 scaler, every rank's RNG states, the sampler's position and the config. Files are written atomically by
 rank 0, and ``RUN/checkpoints/last.txt`` names the newest complete one; older ones beyond
 ``train.keep_checkpoints`` are removed.
+
+A checkpoint holds tensors and plain values only (RNG states as tensors, the config as a dict, the sampler
+position as ints) and is read with ``torch.load(weights_only=True)`` through :mod:`raddino.io.state_file`,
+so a file planted in a run folder cannot run code when a run resumes or is exported. Files written before
+this (the same layout, without Python's RNG state) load the same way.
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +32,19 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from raddino.distributed import DistributedContext
-from raddino.io.atomic import atomic_path, atomic_write_text
+from raddino.io.atomic import atomic_write_text
+from raddino.io.state_file import StateFileError, capture_rng, load_state, restore_rng, save_state
 
 _NAME = re.compile(r"^iteration_(\d+)\.pt$")
+# What io.atomic's mkstemp leaves when a process is killed while writing a checkpoint or last.txt.
+_TEMPORARY = re.compile(r"^\.(iteration_\d+\.pt|last\.txt)\..+\.tmp$")
+_WHAT = "pre-training checkpoint"
+_REFUSED_HINT = (
+    "raddino pretrain writes only tensors and plain values, so this file was not written by it or was "
+    "altered; do not load it, resume from another checkpoint or start a new run"
+)
+# Keys every version of save_checkpoint wrote; resume and export need them.
+_REQUIRED = ("iteration", "student", "teacher", "objective", "optimizer", "config")
 _OPTIONS = StateDictOptions(full_state_dict=True, cpu_offload=True)
 _LOAD_OPTIONS = StateDictOptions(full_state_dict=True)
 
@@ -65,11 +81,23 @@ def latest_checkpoint(run: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def _rng_state(context: DistributedContext) -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if context.device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(context.device)
-    return state
+def remove_stale_temporaries(run: Path) -> list[Path]:
+    """Delete the temporary files a killed save left in ``RUN/checkpoints``; returns what was removed.
+
+    A resumed run does this on rank 0 when it loads its checkpoint, and every save does it after writing,
+    so a run that was killed before its first checkpoint is cleaned up at its next one. Only the run
+    itself may call it: it would delete the temporary of a save in progress.
+    """
+    return _remove_temporaries(checkpoint_dir(run))
+
+
+def _remove_temporaries(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.iterdir() if _TEMPORARY.match(p.name) and p.is_file())
+    for temporary in stale:
+        temporary.unlink(missing_ok=True)
+    return stale
 
 
 def _all_ranks(value: Any, context: DistributedContext) -> list[Any]:
@@ -101,7 +129,7 @@ def save_checkpoint(
     student = get_model_state_dict(state.student, options=_OPTIONS)
     teacher = get_model_state_dict(state.teacher, options=_OPTIONS)
     optimizer = get_optimizer_state_dict(state.student, state.optimizer, options=_OPTIONS)
-    rng = _all_ranks(_rng_state(context), context)
+    rng = _all_ranks(capture_rng(context.device), context)
     path = checkpoint_dir(run) / f"iteration_{iteration:07d}.pt"
     if context.is_main:
         payload = {
@@ -115,11 +143,13 @@ def save_checkpoint(
             "world_size": context.world_size,
             **extra,
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as temporary:
-            torch.save(payload, temporary)
+        try:
+            save_state(payload, path)
+        except StateFileError as error:
+            raise CheckpointError(str(error)) from None
         atomic_write_text(path.parent / "last.txt", path.name + "\n")
         _prune(path.parent, keep)
+        _remove_temporaries(path.parent)
     context.barrier()
     return path
 
@@ -131,15 +161,23 @@ def _prune(folder: Path, keep: int) -> None:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint file onto the CPU.
+    """Load a checkpoint file onto the CPU with ``torch.load(weights_only=True)``.
 
     Raises:
-        CheckpointError: unreadable file.
+        CheckpointError: missing, truncated or corrupt file, one holding Python objects (refused, never
+            run), or one that lacks a checkpoint's entries; one line naming the file.
     """
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as error:
-        raise CheckpointError(f"{path}: cannot read checkpoint: {error}") from error
+        with warnings.catch_warnings():
+            # A bare pickle (not torch's zip format) makes PyTorch warn about its protocol, then refuse it.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            payload = load_state(path, _WHAT, _REFUSED_HINT)
+    except StateFileError as error:
+        raise CheckpointError(str(error)) from None
+    missing = [key for key in _REQUIRED if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: not a raddino {_WHAT} (no {', '.join(map(repr, missing))})")
+    return payload
 
 
 def load_checkpoint(path: Path, state: TrainingState, context: DistributedContext) -> dict[str, Any]:
@@ -149,19 +187,19 @@ def load_checkpoint(path: Path, state: TrainingState, context: DistributedContex
     (the exact-resume case); otherwise each rank keeps its freshly seeded state.
     """
     payload = read_checkpoint(path)
+    if context.is_main:  # this run has not started writing: temporaries beside its checkpoint are stale
+        _remove_temporaries(path.parent)
     try:
         set_model_state_dict(state.student, payload["student"], options=_LOAD_OPTIONS)
         set_model_state_dict(state.teacher, payload["teacher"], options=_LOAD_OPTIONS)
         set_optimizer_state_dict(state.student, state.optimizer, payload["optimizer"], options=_LOAD_OPTIONS)
         state.objective.load_state_dict(payload["objective"])
-    except (KeyError, RuntimeError, ValueError) as error:
-        raise CheckpointError(f"{path}: does not fit this run's model: {error}") from error
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as error:
+        detail = " ".join(str(error).split())[:400] or type(error).__name__  # PyTorch's lists span lines
+        raise CheckpointError(f"{path}: does not fit this run's model: {detail}") from error
     if state.scaler is not None and payload.get("scaler") is not None:
         state.scaler.load_state_dict(payload["scaler"])
     rng = payload.get("rng") or []
     if payload.get("world_size") == context.world_size and len(rng) == context.world_size:
-        mine = rng[context.rank]
-        torch.set_rng_state(mine["torch"])
-        if "cuda" in mine and context.device.type == "cuda":
-            torch.cuda.set_rng_state(mine["cuda"], context.device)
+        restore_rng(rng[context.rank], context.device)  # older files hold only "torch" (and "cuda")
     return payload
