@@ -50,6 +50,8 @@ def test_planted_pickle_payload_is_refused_and_never_runs(tmp_path: Path) -> Non
     assert "\n" not in message
     assert str(tmp_path / "planted.pt") in message
     assert "refused" in message
+    assert "it names os.makedirs" in message
+    assert "add_safe_globals" not in message  # not PyTorch's advice to trust the file
     assert message.endswith("see the README")
 
 

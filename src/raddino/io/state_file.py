@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import pickle
 import random
+import re
+import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +23,7 @@ import torch
 
 from raddino.io.atomic import atomic_path
 
+_GLOBAL = re.compile(r"GLOBAL (\S+)")
 _PLAIN = (str, int, float, bool, type(None), torch.dtype, torch.Size)
 
 
@@ -84,12 +87,14 @@ def load_state(path: str | Path, what: str = "checkpoint", hint: str = "") -> di
     if not path.is_file():
         raise StateFileError(f"{path}: no such {what}")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # a bare (non-zip) pickle makes torch warn about its protocol before refusing it
+            warnings.simplefilter("ignore", UserWarning)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first = str(error).strip().splitlines()
-        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), "")
-        found = detail.strip() or "not weights only"
-        reason = f"refused: it holds Python objects that loading would run ({found})"
+        found = _GLOBAL.search(str(error))
+        refused = f"it names {found.group(1)}" if found else "not tensors and plain values"
+        reason = f"refused: it holds Python objects that loading would run ({refused})"
         raise StateFileError(f"{path}: {what} {reason}" + (f"; {hint}" if hint else "")) from None
     except (OSError, RuntimeError, EOFError, ValueError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
