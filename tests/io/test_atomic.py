@@ -98,6 +98,23 @@ def test_an_error_on_the_temporary_names_the_output_and_others_pass_through(tmp_
     assert os.listdir(tmp_path) == []
 
 
+def test_a_folder_that_refuses_new_files_names_the_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(prefix: str, suffix: str, dir: Path) -> tuple[int, str]:
+        raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/{prefix}k2j4{suffix}")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refused)
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)
+    with pytest.raises(PermissionError, match=r"Permission denied: '.*/a\.csv'$"):
+        atomic_write_text(tmp_path / "a.csv", "")
+    with (
+        pytest.raises(PermissionError, match=r"Permission denied: '.*/masks'$"),
+        atomic_directory(tmp_path / "masks"),
+    ):
+        pass
+
+
 @pytest.mark.parametrize(
     ("umask", "folder_mode", "file_mode"),
     [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600), (0o027, 0o750, 0o640)],

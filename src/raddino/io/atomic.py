@@ -52,7 +52,14 @@ def naming_os_errors(target: str | Path, *stand_ins: str | Path) -> Iterator[Non
         named = Path(target) if error.filename is None else _as_target(error.filename, target, stand_ins)
         if named is None:
             raise
-        raise OSError(error.errno, error.strerror or os.strerror(error.errno), os.fspath(named)) from error
+        raise _on_target(error, named) from error
+
+
+def _on_target(error: OSError, target: str | Path) -> OSError:
+    """The same system-call error (same errno, hence same class: ``PermissionError``...) on ``target``."""
+    if error.errno is None:
+        return error
+    return OSError(error.errno, error.strerror or os.strerror(error.errno), os.fspath(target))
 
 
 def _as_target(filename: object, target: str | Path, stand_ins: tuple[str | Path, ...]) -> Path | None:
@@ -80,8 +87,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with naming_os_errors(target):
+    try:
         handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as error:  # it names a random temporary; the output is what cannot be written
+        raise _on_target(error, target) from error
     os.close(handle)
     temporary = Path(name)
     try:
@@ -115,8 +124,10 @@ def atomic_directory(target: str | Path, *, merge: bool = False) -> Iterator[Pat
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with naming_os_errors(target):
+    try:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as error:
+        raise _on_target(error, target) from error
     try:
         with naming_os_errors(target, staging):
             yield staging
