@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +102,29 @@ def test_missing_input(tmp_path: Path) -> None:
     code, output = _invoke(str(tmp_path / "absent"), str(tmp_path / "out"))
     assert code == 2
     assert "no such file or folder" in output
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_exit_1(
+    inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(image: Image.Image, target: object, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Image.Image, "save", full_disk)
+    code, output = _invoke(str(inputs), str(tmp_path / "out"), "--size", "24", "--workers", "1")
+    assert code == 1
+    assert output == (
+        f"error: [Errno 28] No space left on device: '{tmp_path / 'out' / 'img0.png'}'; "
+        "outputs so far are complete: free space and rerun\n"
+    )
+
+
+def test_a_misspelt_split_in_the_manifest_is_refused_before_any_output(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("path,split\na.dcm,train\nb.dcm,tset\n", encoding="utf-8")
+    code, output = _invoke(str(tmp_path / "m.csv"), str(tmp_path / "out"))
+    assert code == 2
+    assert (
+        "column 'split' has 1 row(s) with an unknown value: line 3 'tset'; allowed: train, val, test"
+        in output
+    )
+    assert not (tmp_path / "out").exists()

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from raddino.data import prepare as prepare_module
+from raddino.data import workers as workers_module
 from raddino.data.prepare import (
     PrepareConfig,
     _Task,
@@ -20,6 +21,7 @@ from raddino.data.prepare import (
     release_training_pixels,
     resize_shorter_side,
 )
+from raddino.data.workers import run_parallel
 from raddino.io.dicom_write import write_dicom
 from raddino.io.images import read_image
 from raddino.io.manifest import read_manifest, write_manifest
@@ -263,12 +265,10 @@ def test_a_crashing_worker_fails_only_its_file(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # Spawned workers get this process's sys.path, so they can import the helper module.
-    monkeypatch.setattr(
-        prepare_module,
-        "_pool",
-        lambda workers: ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")),
-    )
+    def spawned(workers: int) -> ProcessPoolExecutor:
+        # Spawned workers get this process's sys.path, so they can import the helper module.
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
     crashing_worker = __import__("crashing_worker")
     sources = [
         mixed_folder / "p1" / "chest.dcm",
@@ -280,7 +280,7 @@ def test_a_crashing_worker_fails_only_its_file(
         _Task(index, str(source), str(tmp_path / "out" / f"{index}.png"), 24, 8, "auto", None)
         for index, source in enumerate(sources)
     ]
-    results = sorted(prepare_module._run_parallel(tasks, 2, crashing_worker.work))
+    results = sorted(run_parallel(tasks, 2, crashing_worker.work, prepare_module._died, pool=spawned))
     assert [index for index, _, _ in results] == [0, 1, 2]
     assert results[0] == (0, None, "")
     assert results[1] == (1, None, "")
@@ -308,7 +308,7 @@ def test_workers_that_cannot_start_give_a_clear_error(
         def shutdown(self, **kwargs: object) -> None:
             pass
 
-    monkeypatch.setattr(prepare_module, "ProcessPoolExecutor", DeadPool)
+    monkeypatch.setattr(workers_module, "ProcessPoolExecutor", DeadPool)
     with pytest.raises(RuntimeError, match=r"worker processes could not start.*or use workers=1"):
         prepare_images(mixed_folder, tmp_path / "out", size=24, workers=2, progress=False)
     assert _rows(tmp_path / "out" / "manifest.csv") == []  # nothing claimed as written

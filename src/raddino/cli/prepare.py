@@ -30,9 +30,10 @@ def prepare(
     """Resize each image's shorter side to 518 with B-splines, min-max scale, save as grey PNG.
 
     Rerun the same command to resume: existing outputs are kept. Exit status 1 when nothing could be
-    prepared, or with --strict when anything failed; the reasons are in OUT/errors.csv.
+    prepared, or with --strict when anything failed; the reasons are in OUT/errors.csv. A full disk stops
+    the run with exit status 1, naming the file that could not be written.
     """
-    from raddino.data.prepare import PrepareConfig, prepare_images
+    from raddino.data.prepare import OutputStorageError, PrepareConfig, prepare_images
     from raddino.io.manifest import ManifestError
 
     voi_values = {"auto": "auto", "on": True, "off": False, None: None}
@@ -52,6 +53,8 @@ def prepare(
             max_pixels=settings.max_pixels,
             progress=not quiet,
         )
+    except OutputStorageError as error:
+        raise fail(str(error), code=1) from error
     except (ManifestError, ValueError, OSError) as error:
         raise fail(str(error)) from error
     typer.echo(summary.line())

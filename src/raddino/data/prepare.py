@@ -16,12 +16,11 @@ columns). No DICOM header value is written anywhere: PNGs carry pixels only.
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
+import errno
 import os
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -31,6 +30,8 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from raddino.config import save_config
+from raddino.data.workers import run_parallel, worker_pool
+from raddino.io.atomic import naming_os_errors
 from raddino.io.dicom import VoiMode
 from raddino.io.errors import ImageReadError
 from raddino.io.failures import FailureLog
@@ -39,6 +40,17 @@ from raddino.io.manifest import IMAGE_EXTENSIONS, Manifest, load_inputs, write_m
 from raddino.io.png import write_png
 
 RELEASE_SIZE = 518  # shorter side of the release's training PNGs and of the encoder's input
+# Write errors that no other input would escape: the run stops instead of failing every file after it.
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+_STOP = "stop"  # the stage of a result that ends the run
+
+
+class OutputStorageError(OSError):
+    """The output folder takes no more files (disk full, quota exceeded, read-only); the run stopped.
+
+    The message names the file that could not be written; outputs written before it are complete, so a
+    rerun after freeing space resumes.
+    """
 
 
 @dataclass
@@ -183,7 +195,11 @@ def _prepare_one(task: _Task) -> tuple[int, str | None, str]:
         return task.index, "read", f"{type(error).__name__}: {error}"
     try:
         write_png(task.target, release_training_pixels(image.pixels, task.size), bits=task.bits)
-    except Exception as error:  # disk full, permissions, out of memory...
+    except OSError as error:
+        if error.errno in _STORAGE_ERRNOS:  # the error names the target (io.atomic)
+            return task.index, _STOP, str(error)
+        return task.index, "write", f"{type(error).__name__}: {error}"
+    except Exception as error:  # a uniform image, out of memory...
         return task.index, "write", f"{type(error).__name__}: {error}"
     return task.index, None, ""
 
@@ -238,77 +254,12 @@ _DIED = "worker process died while preparing this file (a decoder crash or out o
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool whose workers are known to start (checked with a no-op task).
-
-    Raises:
-        RuntimeError: workers cannot start, e.g. a script run from stdin, or one that starts the pool
-            without an ``if __name__ == "__main__":`` guard.
-    """
-    methods = multiprocessing.get_all_start_methods()
-    # forkserver/spawn: workers never inherit a parent's threads (torch, BLAS) mid-lock, as fork can.
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if "forkserver" in methods:
-        # The fork server imports this module (numpy, scipy, pydicom, Pillow: ~0.4 s) once, and every
-        # worker forked from it starts with them loaded. No effect once the server runs.
-        context.set_forkserver_preload(["__main__", __name__])
-    executor = ProcessPoolExecutor(max_workers=workers, mp_context=context)
-    try:
-        executor.submit(os.getpid).result()
-    except BrokenProcessPool as error:
-        executor.shutdown(wait=False, cancel_futures=True)
-        raise RuntimeError(
-            "worker processes could not start; run from a script file whose pool is started under "
-            "`if __name__ == '__main__':`, or use workers=1"
-        ) from error
-    return executor
+    """Workers that start with this module loaded and exit when this process dies."""
+    return worker_pool(workers, preload=[__name__])
 
 
-def _run_isolated(task: _Task, work: Callable[[_Task], Result]) -> Result:
-    """Run one task alone in a fresh process, so a crash is pinned on the file that caused it."""
-    with _pool(1) as executor:
-        try:
-            return executor.submit(work, task).result()
-        except BrokenProcessPool:
-            return task.index, "read", _DIED
-
-
-def _run_parallel(
-    tasks: list[_Task], workers: int, work: Callable[[_Task], Result] = _prepare_one
-) -> Iterator[Result]:
-    """Yield each task's result as workers finish it, at most ``4 × workers`` in flight (flat memory).
-
-    When a worker dies, the pool is replaced; the files that were in flight are retried one by one in
-    their own process, so only the file that kills its process is reported, and the run goes on.
-    """
-    pending = iter(tasks)
-    executor = _pool(workers)
-    in_flight: dict[Future[Result], _Task] = {}
-    try:
-        while True:
-            broken = False
-            while not broken and len(in_flight) < 4 * workers and (task := next(pending, None)) is not None:
-                try:
-                    in_flight[executor.submit(work, task)] = task
-                except BrokenProcessPool:  # a worker died since the last wait
-                    yield _run_isolated(task, work)
-                    broken = True
-            if not in_flight and not broken:
-                return
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            broken = broken or any(isinstance(future.exception(), BrokenProcessPool) for future in done)
-            if not broken:
-                for future in done:
-                    in_flight.pop(future)
-                    yield future.result()
-                continue
-            executor.shutdown(wait=True, cancel_futures=True)  # every future is now settled
-            for future, task in in_flight.items():
-                finished = future.done() and not future.cancelled() and future.exception() is None
-                yield future.result() if finished else _run_isolated(task, work)
-            in_flight.clear()
-            executor = _pool(workers)
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+def _died(task: _Task) -> Result:
+    return task.index, "read", _DIED
 
 
 def prepare_images(
@@ -343,6 +294,9 @@ def prepare_images(
     Raises:
         raddino.io.manifest.ManifestError: ``source`` is neither a folder nor a readable manifest.
         ValueError: invalid settings, or two inputs would be written to the same output.
+        OutputStorageError: the disk is full (or over quota, or read-only); names the file that could
+            not be written. Outputs written before it are complete and listed in the manifest.
+        OSError: another output could not be written (the error names it).
     """
     started = time.perf_counter()
     config = PrepareConfig(
@@ -365,7 +319,11 @@ def prepare_images(
         tasks.append(_Task(index, str(manifest.resolve(row)), str(target), size, bits, voi, max_pixels))
     skipped = sum(done)
     worker_count = min(config.workers or available_cores(), max(1, len(tasks)))
-    results = map(_prepare_one, tasks) if worker_count == 1 else _run_parallel(tasks, worker_count)
+    results = (
+        map(_prepare_one, tasks)
+        if worker_count == 1
+        else run_parallel(tasks, worker_count, _prepare_one, _died, pool=_pool)
+    )
     sources = {task.index: task.source for task in tasks}
     written = 0
     bar = tqdm(total=len(tasks), unit="img", desc="prepare", disable=not progress, dynamic_ncols=True)
@@ -374,12 +332,20 @@ def prepare_images(
             if stage is None:
                 done[index] = True
                 written += 1
+            elif stage == _STOP:
+                raise OutputStorageError(f"{reason}; outputs so far are complete: free space and rerun")
             else:
-                failures.record(sources[index], reason, stage=stage)
+                with naming_os_errors(failures.path):
+                    failures.record(sources[index], reason, stage=stage)
             bar.update(1)
-    finally:
+    except BaseException:  # an interrupt, or a full disk: list what is there, then stop the workers
         bar.close()
-        _write_output_manifest(manifest, names, done, out / "manifest.csv")
+        with contextlib.suppress(OSError):  # on a full disk, keep the error that says so
+            _write_output_manifest(manifest, names, done, out / "manifest.csv")
+        _close(results)
+        raise
+    bar.close()
+    _write_output_manifest(manifest, names, done, out / "manifest.csv")
     return PrepareSummary(
         total=len(names),
         written=written,
@@ -390,6 +356,13 @@ def prepare_images(
         errors_path=failures.path,
         seconds=time.perf_counter() - started,
     )
+
+
+def _close(results: object) -> None:
+    """Stop a pool's result stream now (workers finish what they run), not when it is garbage-collected."""
+    close = getattr(results, "close", None)
+    if close is not None:
+        close()
 
 
 def _write_output_manifest(

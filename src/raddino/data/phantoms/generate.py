@@ -30,6 +30,7 @@ from raddino.data.phantoms.writer import (
     manifest_row,
     write_phantom,
 )
+from raddino.data.workers import exit_with_parent
 from raddino.io.failures import FailureLog
 from raddino.io.manifest import write_manifest
 
@@ -159,7 +160,9 @@ def _render_all(
             return failed
         chunk = max(1, min(16, len(specs) // (workers * 8)))
         chunks = [specs[start : start + chunk] for start in range(0, len(specs), chunk)]
-        with ProcessPoolExecutor(max_workers=workers, initializer=_limit_threads) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, initializer=_start_worker, initargs=(os.getpid(),)
+        ) as pool:
             futures = {pool.submit(_render_chunk, root, part, config): len(part) for part in chunks}
             for future in as_completed(futures):
                 record(future.result())
@@ -167,7 +170,8 @@ def _render_all(
     return failed
 
 
-def _limit_threads() -> None:
+def _start_worker(command_pid: int) -> None:
+    exit_with_parent(command_pid)  # a killed command leaves no worker behind
     # One BLAS thread per worker: the texture matrix products are tiny, and oversubscribed BLAS threads
     # on a few cores make them a hundred times slower.
     threadpool_limits(limits=1)
