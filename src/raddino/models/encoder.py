@@ -1,56 +1,39 @@
-"""The encoder every head, evaluation and training loop uses: a transformers ``Dinov2Model`` underneath.
+"""The encoder every head, evaluation and training loop uses: a transformers ViT underneath.
 
 ``Encoder`` prepares the tokens itself (patch embedding, mask tokens, CLS, position embeddings, register
-tokens) so that position embeddings are interpolated exactly as DINOv2 does, then runs the transformers
-blocks and final LayerNorm. transformers 5 resizes position embeddings to an output *size*; DINOv2
-resizes by a *scale factor* of ``(n + 0.1) / 37`` (``interpolate_offset`` 0.1, facebookresearch/dino issue
-#8), and DINOv2's register models resize to a size with anti-aliasing. The two rules give different
-features at any resolution other than the native one (518 px for RAD-DINO); following DINOv2, the model sees
-at 224 px, or at pre-training's 196 px local crops, what DINOv2 training showed it.
+tokens) so that position embeddings are interpolated exactly as DINOv2 does
+(:mod:`raddino.models.positions`), then runs the transformers blocks and final norm. It also owns what
+training touches: its blocks (FSDP shard units, activation checkpointing), drop-path rates, the masked
+forward (iBOT), each parameter's depth and weight-decay exemption (layer-wise lr decay) and its state-dict
+naming (export). Where a family's modules live is the business of its adapter
+(:mod:`raddino.models.families`), so code outside ``raddino.models`` never names a transformers module.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import Dinov2Model, Dinov2WithRegistersModel
 
 from raddino.io.atomic import atomic_directory
-from raddino.models.blocks import attention_projections
-from raddino.models.presets import EncoderConfig, preset_config
+from raddino.models import parameter_roles
+from raddino.models.families import BackboneFamily, family_for_config, family_of
+from raddino.models.feature_map import FeatureMap
+from raddino.models.parameter_roles import DropPathSchedule
+from raddino.models.positions import interpolate_position_embeddings
+from raddino.models.presets import EncoderConfig, make_config, preset_config
 
 if TYPE_CHECKING:
     from raddino.data.preprocess import PreprocessConfig
 
 Backbone = Dinov2Model | Dinov2WithRegistersModel
-
-
-@dataclass(frozen=True)
-class FeatureMap:
-    """The encoder's output for one block.
-
-    Attributes:
-        cls: CLS token, (B, D).
-        patch_tokens: Patch tokens on their grid, (B, D, h, w) with h = H / patch, w = W / patch.
-        register_tokens: Register tokens (B, R, D) for models that have them, else ``None``.
-    """
-
-    cls: torch.Tensor
-    patch_tokens: torch.Tensor
-    register_tokens: torch.Tensor | None = None
-
-    @property
-    def patch_sequence(self) -> torch.Tensor:
-        """Patch tokens in raster order, (B, h*w, D)."""
-        return self.patch_tokens.flatten(2).transpose(1, 2)
+# Config-dict entries that are bookkeeping of transformers, not architecture.
+_CONFIG_BOOKKEEPING = ("model_type", "transformers_version")
 
 
 def _as_int(value: Any, name: str) -> int:
@@ -62,12 +45,12 @@ def _as_int(value: Any, name: str) -> int:
 
 
 class Encoder(nn.Module):
-    """A DINOv2 ViT with one feature interface.
+    """A DINOv2-architecture ViT with one feature interface and one training interface.
 
     Args:
-        backbone: A transformers ``Dinov2Model`` or ``Dinov2WithRegistersModel``; its parameters are the
-            encoder's parameters (a training loop optimises ``encoder.parameters()`` or
-            ``encoder.backbone``'s).
+        backbone: A transformers model of a known family (``Dinov2Model``, ``Dinov2WithRegistersModel``);
+            its parameters are the encoder's parameters (a training loop optimises
+            ``encoder.parameters()``).
         interpolate_offset: DINOv2's position-embedding interpolation offset; ``None`` picks DINOv2's
             value for the architecture (0.1 without registers, 0 with registers).
         interpolate_antialias: Anti-alias when resizing position embeddings; ``None`` picks DINOv2's value
@@ -80,6 +63,7 @@ class Encoder(nn.Module):
         num_heads: Attention heads per block.
         image_size: The resolution the position embeddings were trained for (518).
         num_register_tokens: Register tokens (0 for RAD-DINO).
+        family: The adapter that knows where the backbone's modules are.
     """
 
     def __init__(
@@ -90,8 +74,7 @@ class Encoder(nn.Module):
         interpolate_antialias: bool | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(backbone, (Dinov2Model, Dinov2WithRegistersModel)):
-            raise TypeError(f"expected a transformers Dinov2Model, got {type(backbone).__name__}")
+        self.family: BackboneFamily = family_of(backbone)
         self.backbone = backbone
         config = backbone.config
         self.embed_dim = int(config.hidden_size)
@@ -111,7 +94,7 @@ class Encoder(nn.Module):
     def from_config(cls, config: EncoderConfig, seed: int | None = 0) -> Encoder:
         """A randomly initialised encoder (SDPA attention); ``seed`` makes it reproducible without
         touching the global random state (``None`` uses it)."""
-        model_class = Dinov2WithRegistersModel if getattr(config, "num_register_tokens", 0) else Dinov2Model
+        model_class = family_for_config(config).model_class(config)
         if seed is None:
             return cls(model_class._from_config(config, attn_implementation="sdpa"))
         with torch.random.fork_rng(devices=[]):
@@ -124,10 +107,89 @@ class Encoder(nn.Module):
         ``vitg14``); ``overrides`` change config fields (e.g. ``drop_path_rate=0.1``)."""
         return cls.from_config(preset_config(name, **overrides), seed=seed)
 
+    @classmethod
+    def from_state_dict(
+        cls, config: Mapping[str, Any], state: Mapping[str, torch.Tensor], *, drop_path_rate: float = 0.0
+    ) -> Encoder:
+        """The encoder a saved config dict (``encoder.config.to_dict()``) and ``encoder.state_dict()``
+        describe: what a training checkpoint stores and export reads back.
+
+        Args:
+            config: The transformers config as a dict.
+            state: This encoder's own state dict (its keys as :meth:`state_dict` names them).
+            drop_path_rate: Stochastic depth of the rebuilt encoder (0: for inference and export).
+
+        Raises:
+            ValueError: the state does not fit the config (the message counts and names the first missing
+                and unexpected keys, and a shape mismatch).
+        """
+        values = {key: value for key, value in config.items() if key not in _CONFIG_BOOKKEEPING}
+        values["drop_path_rate"] = drop_path_rate
+        encoder = cls.from_config(make_config(**values), seed=0)
+        own = encoder.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(
+                f"encoder state does not fit its config: {len(missing)} missing "
+                f"({', '.join(missing[:2]) or '-'}), {len(unexpected)} unexpected "
+                f"({', '.join(unexpected[:2]) or '-'})"
+            )
+        for key, value in state.items():
+            if tuple(value.shape) != tuple(own[key].shape):
+                expected = tuple(own[key].shape)
+                raise ValueError(f"encoder state {key}: shape {tuple(value.shape)}, expected {expected}")
+        encoder.load_state_dict(dict(state))
+        return encoder
+
     @property
     def config(self) -> EncoderConfig:
         """The transformers config (written as ``config.json`` by :meth:`save_pretrained`)."""
         return self.backbone.config
+
+    # ----------------------------------------------------------------------------------------- training
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks, first to last: FSDP shard units, activation-checkpointing units."""
+        return self.family.blocks(self.backbone)
+
+    @property
+    def mask_token(self) -> nn.Parameter | None:
+        """The learned token that replaces masked patches (iBOT), (1, D); ``None`` when built without."""
+        return self.family.tokens(self.backbone).get("mask")
+
+    def set_drop_path(self, rate: float, schedule: DropPathSchedule = "uniform") -> None:
+        """Stochastic depth in every block (DINOv2's ``drop_path_rate`` / ``drop_path_uniform``).
+
+        Loaded checkpoints keep the rate they were saved with; this replaces each block's drop-path module
+        so a pre-training student gets its configured rate whatever its source, and a teacher gets 0.
+
+        Args:
+            rate: The rate (``linear``: of the last block).
+            schedule: ``uniform`` (the same rate in every block) or ``linear`` (0 → ``rate``).
+        """
+        rates = parameter_roles.drop_path_rates(rate, len(self.blocks), schedule)
+        for block, block_rate in zip(self.blocks, rates, strict=True):
+            self.family.set_drop_path(block, block_rate)
+        self.config.drop_path_rate = rate
+
+    def drop_path_rates(self) -> list[float]:
+        """Each block's stochastic-depth probability, first to last."""
+        return [self.family.drop_path_rate(block) for block in self.blocks]
+
+    def parameter_depths(self) -> dict[str, int]:
+        """Parameter name → depth for layer-wise lr decay: 0 for the patch embedding, tokens and position
+        embeddings, ``i + 1`` for block ``i``, ``num_layers + 1`` for the final norm."""
+        return parameter_roles.parameter_depths(self)
+
+    def patch_embed_parameters(self) -> set[str]:
+        """Names of the patch embedding's parameters (DINOv2's ``patch_embed_lr_mult`` applies to them)."""
+        return parameter_roles.patch_embed_parameters(self)
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters without weight decay: biases, norm weights, LayerScale gammas, and the
+        CLS / mask / register tokens and position embeddings."""
+        return parameter_roles.no_weight_decay(self)
 
     def set_activation_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block's activations during the backward pass: far less memory for training at
@@ -160,28 +222,10 @@ class Encoder(nn.Module):
         The stored grid (37×37 for 518 px) is returned unchanged when it fits; otherwise it is resized
         bicubically in float32 (DINOv2's ``interpolate_pos_encoding``).
         """
-        stored = self.backbone.embeddings.position_embeddings  # (1, 1 + N, D)
-        num_positions = stored.shape[1] - 1
-        if rows * cols == num_positions and rows == cols:
-            return stored
-        side = math.isqrt(num_positions)
-        class_position = stored[:, :1].float()  # (1, 1, D)
-        grid = stored[:, 1:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)  # (1, D, side, side)
-        if self.interpolate_offset:
-            scale = ((rows + self.interpolate_offset) / side, (cols + self.interpolate_offset) / side)
-            grid = F.interpolate(
-                grid, scale_factor=scale, mode="bicubic", antialias=self.interpolate_antialias
-            )
-        else:
-            grid = F.interpolate(
-                grid, size=(rows, cols), mode="bicubic", antialias=self.interpolate_antialias
-            )
-        if tuple(grid.shape[-2:]) != (rows, cols):
-            raise RuntimeError(
-                f"position embeddings resized to {tuple(grid.shape[-2:])}, wanted {(rows, cols)}"
-            )
-        grid = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)  # (1, rows*cols, D)
-        return torch.cat([class_position, grid], dim=1).to(stored.dtype)
+        stored = self.family.tokens(self.backbone)["positions"]  # (1, 1 + N, D)
+        return interpolate_position_embeddings(
+            stored, rows, cols, offset=self.interpolate_offset, antialias=self.interpolate_antialias
+        )
 
     def prepare_tokens(
         self, pixels: torch.Tensor, bool_masked_pos: torch.Tensor | None = None
@@ -192,8 +236,8 @@ class Encoder(nn.Module):
         before position embeddings are added, as in DINOv2's ``prepare_tokens_with_masks``.
         """
         rows, cols = self._grid(pixels)
-        embeddings = self.backbone.embeddings
-        projection = cast(nn.Conv2d, embeddings.patch_embeddings.projection)
+        tokens_by_role = self.family.tokens(self.backbone)
+        projection = self.family.patch_projection(self.backbone)
         patches = projection(pixels.to(projection.weight.dtype)).flatten(2).transpose(1, 2)  # (B, h*w, D)
         batch = patches.shape[0]
         if bool_masked_pos is not None:
@@ -202,21 +246,17 @@ class Encoder(nn.Module):
                 raise ValueError(
                     f"bool_masked_pos must be (B, h*w) = {expected}, got {tuple(bool_masked_pos.shape)}"
                 )
-            if embeddings.mask_token is None:
+            if "mask" not in tokens_by_role:
                 raise ValueError("this encoder was built without a mask token (use_mask_token=False)")
-            mask_token = embeddings.mask_token.to(patches.dtype).unsqueeze(0)  # (1, 1, D)
+            mask_token = tokens_by_role["mask"].to(patches.dtype).unsqueeze(0)  # (1, 1, D)
             patches = torch.where(bool_masked_pos.bool().unsqueeze(-1), mask_token, patches)
-        tokens = torch.cat([embeddings.cls_token.expand(batch, -1, -1).to(patches.dtype), patches], dim=1)
+        cls_token = tokens_by_role["cls"].expand(batch, -1, -1).to(patches.dtype)  # (B, 1, D)
+        tokens = torch.cat([cls_token, patches], dim=1)
         tokens = tokens + self.position_embeddings(rows, cols).to(tokens.dtype)  # (B, 1 + h*w, D)
         if self.num_register_tokens:
-            stored = self.backbone.get_parameter("embeddings.register_tokens")  # (1, R, D)
-            registers = stored.expand(batch, -1, -1).to(tokens.dtype)  # (B, R, D)
+            registers = tokens_by_role["registers"].expand(batch, -1, -1).to(tokens.dtype)  # (B, R, D)
             tokens = torch.cat([tokens[:, :1], registers, tokens[:, 1:]], dim=1)
-        return cast(nn.Dropout, embeddings.dropout)(tokens), (rows, cols)
-
-    def _block(self, index: int, hidden: torch.Tensor) -> torch.Tensor:
-        output = self.backbone.encoder.layer[index](hidden)
-        return output[0] if isinstance(output, tuple) else output  # transformers 4 returns a tuple
+        return self.family.embedding_dropout(self.backbone)(tokens), (rows, cols)
 
     def _split(self, tokens: torch.Tensor, grid: tuple[int, int]) -> FeatureMap:
         rows, cols = grid
@@ -240,9 +280,9 @@ class Encoder(nn.Module):
             bool_masked_pos: Optional (B, h*w) mask of patches to replace by the mask token (iBOT).
         """
         hidden, grid = self.prepare_tokens(pixels, bool_masked_pos)
-        for index in range(self.num_layers):
-            hidden = self._block(index, hidden)
-        return self._split(self.backbone.layernorm(hidden), grid)
+        for block in self.blocks:
+            hidden = self.family.run_block(block, hidden)
+        return self._split(self.family.final_norm(self.backbone)(hidden), grid)
 
     def forward(self, pixels: torch.Tensor, bool_masked_pos: torch.Tensor | None = None) -> FeatureMap:
         """Same as :meth:`forward_features` (so DDP/FSDP wrappers, which call ``forward``, work)."""
@@ -279,11 +319,12 @@ class Encoder(nn.Module):
         """
         chosen = self._block_indices(indices)
         hidden, grid = self.prepare_tokens(pixels)
+        final_norm = self.family.final_norm(self.backbone)
         outputs: dict[int, torch.Tensor] = {}
-        for index in range(max(chosen) + 1):
-            hidden = self._block(index, hidden)
+        for index, block in enumerate(self.blocks[: max(chosen) + 1]):
+            hidden = self.family.run_block(block, hidden)
             if index in chosen:
-                outputs[index] = self.backbone.layernorm(hidden) if norm else hidden
+                outputs[index] = final_norm(hidden) if norm else hidden
         return [self._split(outputs[index], grid) for index in chosen]
 
     def attention_maps(self, pixels: torch.Tensor, layer: int = -1) -> torch.Tensor:
@@ -294,11 +335,10 @@ class Encoder(nn.Module):
         """
         (index,) = self._block_indices([layer])
         hidden, _ = self.prepare_tokens(pixels)
-        for block in range(index):
-            hidden = self._block(block, hidden)
-        block_layer = self.backbone.encoder.layer[index]
-        normed = cast(nn.LayerNorm, block_layer.norm1)(hidden)  # (B, T, D)
-        query, key, _, _ = attention_projections(block_layer)
+        for block in self.blocks[:index]:
+            hidden = self.family.run_block(block, hidden)
+        norm, query, key = self.family.attention_inputs(self.blocks[index])
+        normed = norm(hidden)  # (B, T, D)
         batch, tokens, _ = normed.shape
         head_dim = self.embed_dim // self.num_heads
         q = query(normed).view(batch, tokens, self.num_heads, head_dim).transpose(1, 2)  # (B, nh, T, hd)

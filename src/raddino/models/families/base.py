@@ -1,0 +1,139 @@
+"""What :class:`~raddino.models.Encoder` needs to know about one backbone family, and nothing more.
+
+A family adapter is the only code that names a transformers model's module paths (``encoder.layer``,
+``embeddings.mask_token``, ``layer_scale1.lambda1`` …). The encoder asks it for its blocks, its
+embedding module, its tokens, its LayerScale gammas and its drop-path modules; everything training does
+with them (shard units, activation checkpointing, drop-path rates, layer-wise lr decay, weight-decay
+exemptions, export names) is written once in terms of these answers. A new family (DINOv3's
+``DINOv3ViTModel``) is a subclass that sets its paths and overrides what its blocks do differently.
+
+Adapters are stateless: every method takes the transformers model (``backbone``) or one of its blocks, so
+an encoder can be deep-copied (the EMA teacher), sharded or compiled without the adapter going stale.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, cast
+
+import torch
+from torch import nn
+
+# Modules whose weights are scales and shifts, not projections: no weight decay (timm, DINOv2).
+NORM_TYPES: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+
+
+class BackboneFamily(ABC):
+    """Module paths and block behaviour of one kind of transformers ViT.
+
+    Attributes:
+        name: Short family name (``dinov2``).
+        model_classes: The transformers model classes this family reads.
+        config_classes: The transformers config classes of those models.
+        blocks_path: Dotted path of the ``nn.ModuleList`` of transformer blocks.
+        final_norm_path: The norm after the last block.
+        embeddings_path: The module holding everything before the first block (depth 0 for lr decay).
+        patch_embedding_path: The patch embedding's module (its lr gets DINOv2's extra factor).
+        patch_projection_path: The ``nn.Conv2d`` turning pixels into patch tokens.
+        embedding_dropout_path: The dropout applied to the token sequence before the first block.
+        token_paths: Learned tokens by role (``cls``, ``mask``, ``registers``, ``positions``); a path a
+            given model lacks (no register tokens, no mask token) is skipped.
+        layer_scale_paths: Each block's LayerScale gammas, relative to the block.
+        drop_path_attribute: The block attribute holding its stochastic-depth module.
+    """
+
+    name: ClassVar[str]
+    model_classes: ClassVar[tuple[type[nn.Module], ...]]
+    config_classes: ClassVar[tuple[type, ...]]
+    blocks_path: ClassVar[str]
+    final_norm_path: ClassVar[str]
+    embeddings_path: ClassVar[str]
+    patch_embedding_path: ClassVar[str]
+    patch_projection_path: ClassVar[str]
+    embedding_dropout_path: ClassVar[str]
+    token_paths: ClassVar[dict[str, str]]
+    layer_scale_paths: ClassVar[tuple[str, ...]]
+    drop_path_attribute: ClassVar[str] = "drop_path"
+
+    def handles(self, backbone: nn.Module) -> bool:
+        """Whether ``backbone`` is one of this family's models."""
+        return isinstance(backbone, self.model_classes)
+
+    def handles_config(self, config: object) -> bool:
+        """Whether ``config`` describes one of this family's models."""
+        return isinstance(config, self.config_classes)
+
+    @abstractmethod
+    def model_class(self, config: Any) -> type[Any]:
+        """The transformers model class to build for ``config`` (one of :attr:`model_classes`)."""
+
+    # ------------------------------------------------------------------------------------------ modules
+    def blocks(self, backbone: nn.Module) -> nn.ModuleList:
+        """The transformer blocks, first to last."""
+        return cast(nn.ModuleList, backbone.get_submodule(self.blocks_path))
+
+    def final_norm(self, backbone: nn.Module) -> nn.Module:
+        """The norm applied after the last block (and to intermediates with ``norm=True``)."""
+        return backbone.get_submodule(self.final_norm_path)
+
+    def embeddings(self, backbone: nn.Module) -> nn.Module:
+        """Everything before the first block: patch embedding, tokens, position embeddings."""
+        return backbone.get_submodule(self.embeddings_path)
+
+    def patch_embedding(self, backbone: nn.Module) -> nn.Module:
+        """The patch embedding's module."""
+        return backbone.get_submodule(self.patch_embedding_path)
+
+    def patch_projection(self, backbone: nn.Module) -> nn.Conv2d:
+        """The convolution turning (B, 3, H, W) pixels into (B, D, h, w) patch embeddings."""
+        return cast(nn.Conv2d, backbone.get_submodule(self.patch_projection_path))
+
+    def embedding_dropout(self, backbone: nn.Module) -> nn.Module:
+        """The dropout on the token sequence before the first block."""
+        return backbone.get_submodule(self.embedding_dropout_path)
+
+    def tokens(self, backbone: nn.Module) -> dict[str, nn.Parameter]:
+        """The learned tokens the model has, by role (``cls``, ``mask``, ``registers``, ``positions``)."""
+        found: dict[str, nn.Parameter] = {}
+        for role, path in self.token_paths.items():
+            owner, _, attribute = path.rpartition(".")
+            value = getattr(backbone.get_submodule(owner), attribute, None)
+            if isinstance(value, nn.Parameter):
+                found[role] = value
+        return found
+
+    def layer_scales(self, block: nn.Module) -> list[nn.Parameter]:
+        """One block's LayerScale gammas (empty for a block without LayerScale)."""
+        scales = []
+        for path in self.layer_scale_paths:
+            try:
+                scales.append(block.get_parameter(path))
+            except AttributeError:
+                continue
+        return scales
+
+    def is_norm(self, module: nn.Module) -> bool:
+        """Whether ``module`` is a normalisation layer (its weights get no weight decay)."""
+        return isinstance(module, NORM_TYPES)
+
+    # ------------------------------------------------------------------------------------------ blocks
+    def set_drop_path(self, block: nn.Module, rate: float) -> None:
+        """Give ``block`` stochastic depth with probability ``rate`` (identity at 0)."""
+        setattr(block, self.drop_path_attribute, self.drop_path_module(rate) if rate > 0 else nn.Identity())
+
+    def drop_path_rate(self, block: nn.Module) -> float:
+        """The block's stochastic-depth probability (0 when it has none)."""
+        module = getattr(block, self.drop_path_attribute)
+        return float(getattr(module, "drop_prob", 0.0))
+
+    @abstractmethod
+    def drop_path_module(self, rate: float) -> nn.Module:
+        """A stochastic-depth module with probability ``rate`` > 0, as the family's own blocks build it."""
+
+    @abstractmethod
+    def run_block(self, block: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """One block on the token sequence (B, T, D) → (B, T, D)."""
+
+    @abstractmethod
+    def attention_inputs(self, block: nn.Module) -> tuple[nn.Module, nn.Linear, nn.Linear]:
+        """The block's pre-attention norm and its query and key projections (for attention maps)."""
