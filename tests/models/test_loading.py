@@ -67,7 +67,7 @@ def test_pickles_with_code_are_refused_without_running_it(tmp_path: Path, monkey
     message = str(refused.value)
     assert "\n" not in message  # not PyTorch's four-line explanation
     assert message.startswith(f"{path}: PyTorch weights file refused")
-    assert "unsupported GLOBAL" in message  # what it tried to run
+    assert "mkdir" in message  # what it would have run
     assert "In PyTorch 2.6" not in message
 
 
