@@ -127,9 +127,13 @@ def test_interrupted_run_resumes_without_recomputing_or_duplicating(
 
     summary = embed(config)
     assert (summary.skipped, summary.embedded) == (4, 1)
-    ids, _ = read_embeddings(summary.out)
+    ids, values = read_embeddings(summary.out)
     assert sorted(ids) == sorted(set(ids))
     assert len(ids) == 5
+    # Bit for bit what an uninterrupted run gives.
+    uninterrupted = embed(_config(tmp_path / "uninterrupted", xray_folder, tiny_encoder_dir, shard_size=2))
+    expected_ids, expected = read_embeddings(uninterrupted.out)
+    assert np.array_equal(values[[ids.index(row_id) for row_id in expected_ids]], expected)
 
     again = embed(config)
     assert (again.skipped, again.embedded, again.failed) == (5, 0, 0)

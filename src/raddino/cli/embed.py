@@ -38,6 +38,13 @@ def embed(
     overwrite: Annotated[
         bool | None, typer.Option("--overwrite", help="Start afresh instead of resuming.")
     ] = None,
+    preprocess: Annotated[
+        str | None,
+        typer.Option(
+            help="Preprocessing instead of the model's own: a folder or preprocessor_config.json, or "
+            "rad-dino for the release's mean/std."
+        ),
+    ] = None,
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:
@@ -45,6 +52,7 @@ def embed(
     from raddino.evaluate.embed import EmbedConfig
     from raddino.evaluate.embed import embed as run_embed
     from raddino.evaluate.embedding_store import EmbeddingStoreError
+    from raddino.io.lock import LockError
     from raddino.io.manifest import ManifestError
 
     values = {
@@ -60,6 +68,7 @@ def embed(
         "columns": columns or None,
         "strict": strict,
         "overwrite": overwrite,
+        "preprocess": preprocess,
     }
     settings = load_settings(EmbedConfig, config, overrides, values)
     if not settings.model:
@@ -68,6 +77,8 @@ def embed(
         )
     try:
         summary = run_embed(settings)
+    except LockError as error:
+        raise fail(str(error), code=3) from error
     except (ManifestError, EmbeddingStoreError, ValueError, FileNotFoundError, OSError) as error:
         raise fail(str(error)) from error
     typer.echo(str(summary))

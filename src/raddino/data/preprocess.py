@@ -165,6 +165,17 @@ class PreprocessConfig:
         path = Path(folder) / "preprocessor_config.json"
         if not path.is_file():
             return cls()
+        return cls.from_file(path)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PreprocessConfig:
+        """Settings from a ``preprocessor_config.json`` file (any name); keys it lacks keep the release's.
+
+        Raises:
+            ValueError: the file is missing, not valid JSON or holds an unusable value (names the file and
+                key).
+        """
+        path = Path(path)
         try:
             values = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as error:

@@ -4,6 +4,9 @@ Run under ``torchrun`` to use several GPUs: each rank embeds every ``world_size`
 merges the shards::
 
     torchrun --nproc_per_node=8 -m raddino embed xrays/ --model microsoft/rad-dino --out emb.parquet
+
+Before anything is written the options are checked against the model (:mod:`raddino.evaluate.embed_setup`)
+and the output is locked (:mod:`raddino.io.lock`): a second run on the same ``--out`` is refused.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from raddino.config import save_config
 from raddino.data.image_dataset import ManifestImageDataset, collate_images
 from raddino.data.preprocess import InferencePreprocessor, PreprocessConfig
 from raddino.distributed import DistributedContext, init_distributed
-from raddino.evaluate.embedding_store import EmbeddingStore, ShardWriter, TokensFormat
+from raddino.evaluate.embed_setup import check_device, check_options, describe_preprocess, resolve_preprocess
+from raddino.evaluate.embedding_store import EmbeddingStore, ShardWriter, TokensFormat, writing
 from raddino.io.failures import FailureLog
-from raddino.io.manifest import load_inputs
+from raddino.io.lock import LockError, OutputLock
+from raddino.io.manifest import Manifest, load_inputs
 from raddino.models import Encoder, load_encoder
 
 logger = logging.getLogger(__name__)
@@ -67,6 +72,11 @@ class EmbedConfig:
     """Exit non-zero when any image failed (by default only when none succeeded)."""
     overwrite: bool = False
     """Discard an earlier run's outputs instead of resuming it."""
+    preprocess: str = ""
+    """Preprocessing instead of the model's own: a folder or ``preprocessor_config.json`` file, or
+    ``rad-dino`` for the release's values. Needed when the model has none (a bare weights file)."""
+    lock_wait_seconds: float = 0.0
+    """How long to wait for another run writing the same output to finish; 0 refuses at once."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -75,6 +85,8 @@ class EmbedConfig:
             raise ValueError(f"shard_size must be at least 1, got {self.shard_size}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.lock_wait_seconds < 0:
+            raise ValueError(f"lock_wait_seconds must be >= 0, got {self.lock_wait_seconds}")
 
 
 @dataclass
@@ -105,29 +117,23 @@ class EmbedSummary:
         return text + (f"; failures listed in {self.errors}" if self.failed else "")
 
 
-def preprocess_config_for(source: str) -> PreprocessConfig:
-    """The preprocessing a model ships with (its ``preprocessor_config.json``), else the release's."""
-    folder = Path(source)
-    if folder.is_dir():
-        return PreprocessConfig.from_model_folder(folder)
-    if not folder.exists() and not source.startswith("preset:") and "/" in source:
-        from huggingface_hub import hf_hub_download  # only reached for a hub id the user named
+def preprocess_config_for(source: str, preprocess: str = "") -> PreprocessConfig:
+    """The preprocessing of model ``source``: ``preprocess`` when given, else the model's own.
 
-        try:
-            path = hf_hub_download(source, "preprocessor_config.json")
-            return PreprocessConfig.from_model_folder(Path(path).parent)
-        except Exception as error:
-            logger.warning(
-                "%s: no preprocessor_config.json (%s); using RAD-DINO's preprocessing", source, error
-            )
-    return PreprocessConfig()
+    See :func:`raddino.evaluate.embed_setup.resolve_preprocess`; the values used and where they came from
+    are logged.
+
+    Raises:
+        EmbedOptionError: the model has no preprocessing and none was given (says how to give it).
+    """
+    config, origin = resolve_preprocess(source, preprocess)
+    logger.info("preprocessing from %s: %s", origin, describe_preprocess(config))
+    return config
 
 
 def _autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[None]:
     if precision == "fp32":
         return contextlib.nullcontext()
-    if precision == "fp16" and device.type == "cpu":
-        raise ValueError("precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
@@ -162,14 +168,76 @@ def embed(config: EmbedConfig, context: DistributedContext | None = None) -> Emb
 
     Returns:
         The summary; per-image failures are in ``summary.errors`` and never stop the run.
+
+    Raises:
+        EmbedOptionError: an option does not fit the model or the machine (nothing has been written).
+        LockError: another run is writing the same output.
+        EmbeddingWriteError: an output file could not be written (disk full); no partial shard is kept.
     """
     started = time.perf_counter()
-    context = context or init_distributed(config.device)
+    if context is None:
+        check_device(config.device)
+        context = init_distributed(config.device)
     manifest = load_inputs(config.input)
     for column in config.columns:
         manifest.column(column)  # raises, naming the column, before any work is done
     store = EmbeddingStore(config.out)
-    preprocess = preprocess_config_for(config.model)
+    encoder = load_encoder(config.model)
+    preprocess, origin = resolve_preprocess(config.model, config.preprocess)
+    check_options(
+        model=config.model,
+        encoder=encoder,
+        preprocess=preprocess,
+        device=context.device,
+        precision=config.precision,
+        layers=config.layers,
+        stores_tokens=config.patch_tokens or bool(config.layers),
+        tokens_format=config.tokens_format,
+        tokens_dtype=config.tokens_dtype,
+        columns=config.columns,
+        dicom_tags=config.dicom_tags,
+    )
+    if context.is_main:
+        logger.info("preprocessing from %s: %s", origin, describe_preprocess(preprocess))
+    lock = OutputLock(store.lock_path, what=f"embeddings output {store.out}")
+    _lock_on_main(lock, context, config.lock_wait_seconds)
+    try:
+        return _run(config, context, store, manifest, encoder.to(context.device).eval(), preprocess, started)
+    finally:
+        lock.release()
+
+
+def _lock_on_main(lock: OutputLock, context: DistributedContext, wait_seconds: float) -> None:
+    """Rank 0 takes the output's lock; every rank stops when it could not (none waits at a barrier)."""
+    refusal: LockError | None = None
+    if context.is_main:
+        try:
+            lock.acquire(wait_seconds)
+        except LockError as error:
+            refusal = error
+    if context.is_distributed:
+        import torch.distributed as dist
+
+        refused = torch.tensor([int(refusal is not None)], dtype=torch.int64)
+        if context.device.type == "cuda":
+            refused = refused.to(context.device)
+        dist.broadcast(refused, src=0)
+        if refused.item() and refusal is None:
+            raise LockError(f"{lock.path}: rank 0 could not lock this output (see its message)")
+    if refusal is not None:
+        raise refusal
+
+
+def _run(
+    config: EmbedConfig,
+    context: DistributedContext,
+    store: EmbeddingStore,
+    manifest: Manifest,
+    encoder: Encoder,
+    preprocess: PreprocessConfig,
+    started: float,
+) -> EmbedSummary:
+    """The run itself, once the options are checked and the output is locked."""
     model_id = str(Path(config.model).resolve()) if Path(config.model).exists() else config.model
     settings = {
         "model": model_id,
@@ -186,6 +254,8 @@ def embed(config: EmbedConfig, context: DistributedContext | None = None) -> Emb
     if context.is_main:
         if config.overwrite:
             store.clear()
+        for leftover in store.remove_temporaries():
+            logger.info("removed %s, left by an interrupted run", leftover)
         store.check_settings(settings)
         store.clear_attempt_errors()
     context.barrier()
@@ -193,7 +263,6 @@ def embed(config: EmbedConfig, context: DistributedContext | None = None) -> Emb
     done = store.done_ids()
     pending = [index for index, row in enumerate(manifest.rows) if row["id"] not in done]
     mine = pending[context.rank :: context.world_size]
-    encoder = load_encoder(config.model).to(context.device).eval()
     dataset = ManifestImageDataset(
         [manifest.resolve(manifest.rows[i]) for i in mine],
         InferencePreprocessor(preprocess),
@@ -224,25 +293,28 @@ def embed(config: EmbedConfig, context: DistributedContext | None = None) -> Emb
     progress = tqdm(
         total=len(mine), unit="img", desc="embed", disable=not context.is_main, dynamic_ncols=True
     )
-    with torch.inference_mode(), _autocast(context.device, config.precision):
-        for batch in loader:
-            for failure in batch.failures:
-                failures.record(failure.path, failure.error or "unknown error", stage="read")
-            if batch.indices:
-                pixels = batch.pixels.to(context.device, non_blocking=True)
-                vectors, tokens = _encode(encoder, pixels, config)
-                rows = [manifest.rows[i] for i in batch.indices]
-                extras = [
-                    {**{column: row.get(column, "") for column in config.columns}, **extra}
-                    for row, extra in zip(rows, batch.extras, strict=False)
-                ]
-                writer.add(
-                    [row["id"] for row in rows], [row["path"] for row in rows], vectors, tokens, extras
-                )
-            progress.update(len(batch.indices) + len(batch.failures))
-            progress.set_postfix(failed=failures.count, refresh=False)
-    writer.flush()
-    progress.close()
+    try:
+        with torch.inference_mode(), _autocast(context.device, config.precision):
+            for batch in loader:
+                for failure in batch.failures:
+                    with writing(failures.path):
+                        failures.record(failure.path, failure.error or "unknown error", stage="read")
+                if batch.indices:
+                    pixels = batch.pixels.to(context.device, non_blocking=True)
+                    vectors, tokens = _encode(encoder, pixels, config)
+                    rows = [manifest.rows[i] for i in batch.indices]
+                    extras = [
+                        {**{column: row.get(column, "") for column in config.columns}, **extra}
+                        for row, extra in zip(rows, batch.extras, strict=False)
+                    ]
+                    writer.add(
+                        [row["id"] for row in rows], [row["path"] for row in rows], vectors, tokens, extras
+                    )
+                progress.update(len(batch.indices) + len(batch.failures))
+                progress.set_postfix(failed=failures.count, refresh=False)
+        writer.flush()
+    finally:
+        progress.close()  # the bar ends its line before any error message
     context.barrier()
 
     return _finish(config, context, store, len(manifest), len(done), writer, failures, started)
@@ -269,7 +341,8 @@ def _finish(
         embedded, failed = (int(value) for value in counts.tolist())
     if context.is_main:
         store.merge()
-        save_config(config, store.config_path)
+        with writing(store.config_path):
+            save_config(config, store.config_path)
     context.barrier()
     return EmbedSummary(
         total=total,

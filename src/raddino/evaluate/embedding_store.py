@@ -10,16 +10,25 @@ For ``--out emb.parquet`` the run keeps, beside it:
 - ``emb_shards/run.json``: the settings that decide the numbers (model, preprocessing, layers); a rerun
   with other settings is refused instead of mixing two kinds of embeddings.
 - ``emb_shards/errors-<tag>.csv``: per-rank failures of the latest attempt, merged into ``emb_errors.csv``.
+- ``emb.parquet.lock``: held by the run writing this output (:mod:`raddino.io.lock`); a second run on the
+  same output is refused.
 
 ``emb.parquet`` itself is rebuilt from the parts at the end of every run, streaming one part at a time.
+
+A file that cannot be written (disk full, quota, permissions) stops the run with an
+:class:`EmbeddingWriteError` naming it; a shard is complete or absent, never partial, so rerunning the same
+command after freeing space resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import shutil
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from raddino.io.atomic import atomic_path, atomic_write_text
@@ -37,6 +47,28 @@ TokensFormat = Literal["safetensors", "npz"]
 
 class EmbeddingStoreError(RuntimeError):
     """The output folder holds a run that cannot be resumed with these settings."""
+
+
+class EmbeddingWriteError(EmbeddingStoreError):
+    """An output file could not be written (disk full, quota, permissions); the message names it."""
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn a failed write of ``path`` (``OSError``, or safetensors' own error) into one line naming it."""
+    try:
+        yield
+    except (OSError, SafetensorError) as error:
+        code = getattr(error, "errno", None)
+        if code is not None:
+            reason = os.strerror(code)  # pyarrow's strerror repeats itself; the C library's does not
+        else:
+            lines = str(error).strip().splitlines()
+            reason = lines[0] if lines else type(error).__name__
+        hint = ""
+        if code in (errno.ENOSPC, errno.EDQUOT) or "No space left" in reason:
+            hint = "; nothing partial was kept: free some space and rerun the same command to resume"
+        raise EmbeddingWriteError(f"{path}: cannot write: {reason}{hint}") from error
 
 
 class EmbeddingStore:
@@ -50,6 +82,7 @@ class EmbeddingStore:
         self.errors_path = self.out.with_name(self.out.stem + "_errors.csv")
         self.config_path = self.out.with_name(self.out.stem + "_config.yaml")
         self.run_file = self.shards_dir / "run.json"
+        self.lock_path = self.out.with_name(self.out.name + ".lock")
 
     def clear(self) -> None:
         """Remove every output of an earlier run (``--overwrite``)."""
@@ -59,6 +92,19 @@ class EmbeddingStore:
 
     def part_files(self) -> list[Path]:
         return sorted(self.shards_dir.glob("part-*.parquet"))
+
+    def remove_temporaries(self) -> list[Path]:
+        """Delete temporary files a killed run left behind (only while holding the lock).
+
+        Every write goes through :func:`raddino.io.atomic.atomic_path`, whose temporaries are named
+        ``.<target>.<random>.tmp`` beside the target; a ``kill -9`` leaves them there.
+        """
+        leftovers = list(self.shards_dir.glob(".*.tmp")) if self.shards_dir.is_dir() else []
+        for target in (self.out, self.errors_path, self.config_path):
+            leftovers += target.parent.glob(f".{target.name}.*.tmp")
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return leftovers
 
     def check_settings(self, settings: Mapping[str, Any]) -> None:
         """Record ``settings`` for a new run, or refuse to resume a run made with different ones."""
@@ -72,14 +118,21 @@ class EmbeddingStore:
                     f"{self.shards_dir}: an earlier run used other settings ({details}); "
                     "rerun with --overwrite to start afresh, or choose another --out"
                 )
-        self.shards_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_file, json.dumps(plain, indent=2, sort_keys=True))
+        with writing(self.run_file):
+            self.shards_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_file, json.dumps(plain, indent=2, sort_keys=True))
 
     def done_ids(self) -> set[str]:
         """Ids already embedded by earlier (complete) shards."""
         done: set[str] = set()
         for part in self.part_files():
-            done.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
+            try:
+                done.update(pq.read_table(part, columns=["id"]).column("id").to_pylist())
+            except (OSError, pa.ArrowException) as error:
+                raise EmbeddingStoreError(
+                    f"{part}: unreadable shard ({str(error).strip().splitlines()[0]}); delete it and rerun "
+                    "to embed its images again"
+                ) from error
         return done
 
     def clear_attempt_errors(self) -> None:
@@ -92,7 +145,7 @@ class EmbeddingStore:
         parts = self.part_files()
         seen: set[str] = set()
         rows = 0
-        with atomic_path(self.out) as temporary:
+        with writing(self.out), atomic_path(self.out) as temporary:
             writer: pq.ParquetWriter | None = None
             try:
                 for part in parts:
@@ -121,7 +174,8 @@ class EmbeddingStore:
         for path in sorted(self.shards_dir.glob("errors-*.csv")):
             lines.extend(path.read_text(encoding="utf-8").splitlines()[1:])
         if lines:
-            atomic_write_text(self.errors_path, ",".join(ERROR_COLUMNS) + "\n" + "\n".join(lines) + "\n")
+            with writing(self.errors_path):
+                atomic_write_text(self.errors_path, ",".join(ERROR_COLUMNS) + "\n" + "\n".join(lines) + "\n")
         else:
             self.errors_path.unlink(missing_ok=True)
 
@@ -181,15 +235,22 @@ class ShardWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered rows as one shard (tokens first, the parquet part last, both atomic)."""
+        """Write the buffered rows as one shard (tokens first, the parquet part last, both atomic).
+
+        Raises:
+            EmbeddingWriteError: a file of the shard could not be written; none of the shard is kept.
+        """
         count = len(self)
         if count == 0:
             return
         stem = f"{self.tag}-{self.sequence:05d}"
         columns: dict[str, Any] = {}
+        tokens_path: Path | None = None
         if self._tokens:
             tokens_name = f"tokens-{stem}.{self.tokens_format}"
-            self._write_tokens(self.store.shards_dir / tokens_name)
+            tokens_path = self.store.shards_dir / tokens_name
+            with writing(tokens_path):
+                self._write_tokens(tokens_path)
             columns["tokens_file"] = pa.array([tokens_name] * count, pa.string())
             columns["tokens_row"] = pa.array(np.arange(count, dtype=np.int32))
         table_columns: dict[str, Any] = {}
@@ -203,8 +264,14 @@ class ShardWriter:
             else:
                 table_columns[name] = pa.array([str(value) for value in values], pa.string())
         table_columns.update(columns)
-        with atomic_path(self.store.shards_dir / f"part-{stem}.parquet") as temporary:
-            pq.write_table(pa.table(table_columns), temporary)
+        part = self.store.shards_dir / f"part-{stem}.parquet"
+        try:
+            with writing(part), atomic_path(part) as temporary:
+                pq.write_table(pa.table(table_columns), temporary)
+        except BaseException:
+            if tokens_path is not None:  # tokens without their part are never read: keep no half shard
+                tokens_path.unlink(missing_ok=True)
+            raise
         self.rows_written += count
         self.sequence += 1
         self._columns = {}

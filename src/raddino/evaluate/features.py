@@ -30,6 +30,8 @@ from raddino.evaluate.embedding_store import read_embeddings
 logger = logging.getLogger(__name__)
 _LAYER_NAME = re.compile(r"^layer(-?\d+)_(cls|patch_mean)$")
 _VECTOR_COLUMNS = ("cls", "patch_mean")
+# Another command filling the same cache entry holds its lock: wait for it, then reuse what it embedded.
+_CACHE_LOCK_WAIT_SECONDS = 6 * 3600.0
 
 
 class FeatureError(ValueError):
@@ -53,6 +55,9 @@ class FeatureConfig:
     num_workers: int | None = None
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    preprocess: str = ""
+    """Preprocessing instead of the model's own (a folder or ``preprocessor_config.json``, or
+    ``rad-dino``); needed for a model that carries none."""
 
 
 def required_layers(choices: Iterable[str]) -> list[int]:
@@ -66,10 +71,19 @@ def required_layers(choices: Iterable[str]) -> list[int]:
     return sorted(layers)
 
 
-def cache_path(manifest_source: str | Path, model: str, layers: Sequence[int], cache_dir: str | Path) -> Path:
-    """The cache file of one (manifest, model, layers) triple."""
+def cache_path(
+    manifest_source: str | Path,
+    model: str,
+    layers: Sequence[int],
+    cache_dir: str | Path,
+    preprocess: str = "",
+) -> Path:
+    """The cache file of one (manifest, model, layers[, preprocessing given]) combination."""
     model_id = str(Path(model).resolve()) if Path(model).exists() else model
-    key = json.dumps([str(Path(manifest_source).resolve()), model_id, sorted(layers)])
+    parts: list = [str(Path(manifest_source).resolve()), model_id, sorted(layers)]
+    if preprocess:  # only when given, so the caches made before it existed keep their names
+        parts.append(str(Path(preprocess).resolve()) if Path(preprocess).exists() else preprocess)
+    key = json.dumps(parts)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(model_id).name or model_id).strip("-")[:40] or "model"
     return Path(cache_dir) / f"{slug}-{digest}.parquet"
@@ -93,7 +107,7 @@ def extract_features(
     from raddino.evaluate.embed import EmbedConfig, embed  # heavy imports only when extracting
 
     layers = sorted(set(config.layers) | set(required_layers(choices)))
-    out = cache_path(input, config.model, layers, config.cache_dir)
+    out = cache_path(input, config.model, layers, config.cache_dir, config.preprocess)
     summary = embed(
         EmbedConfig(
             input=str(input),
@@ -104,6 +118,8 @@ def extract_features(
             device=config.device,
             precision=config.precision,
             layers=layers,
+            preprocess=config.preprocess,
+            lock_wait_seconds=_CACHE_LOCK_WAIT_SECONDS,
         )
     )
     logger.info("feature cache %s: %s", out, summary)
