@@ -33,9 +33,9 @@ from benchmarks.report import write_section
 from raddino.data.collate import collate_multicrop
 from raddino.pretrain.config import PretrainConfig, load_pretrain_config
 from raddino.pretrain.dataset import MaskPlanner
-from raddino.pretrain.distributed import clip_gradients
 from raddino.pretrain.meta_arch import SSLMetaArch
 from raddino.pretrain.param_groups import apply_schedules, build_param_groups
+from raddino.training.parallel import clip_gradients
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -89,7 +89,7 @@ def raddino_step(
     model = SSLMetaArch(config).to(device)
     model.train()
     student = model.student
-    optimizer = torch.optim.AdamW(build_param_groups(student.backbone, student.heads()))
+    optimizer = torch.optim.AdamW(build_param_groups(student.encoder, student.heads()))
     apply_schedules(optimizer, 1e-4, 0.04, 1e-4)
     batch = synthetic_batch(config, device)
 
@@ -98,7 +98,7 @@ def raddino_step(
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             losses = model.forward_losses(batch, 0.04)
         losses.total.backward()
-        clip_gradients(student, 3.0)
+        clip_gradients(student.clip_groups(), 3.0)
         optimizer.step()
         model.update_teacher(0.994)
 
@@ -115,7 +115,7 @@ def lightly_step(
     from lightly.models.utils import update_momentum
 
     dino = config.dino
-    backbone = SSLMetaArch(config).student.backbone.to(device)
+    backbone = SSLMetaArch(config).student.encoder.to(device)
     head = DINOProjectionHead(
         backbone.embed_dim, dino.head_hidden_dim, dino.head_bottleneck_dim, dino.head_n_prototypes
     ).to(device)

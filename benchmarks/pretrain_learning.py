@@ -186,7 +186,7 @@ def run_seed(seed: int, iterations: int, images: int, workdir: Path) -> SeedRun:
     for name, overrides in VARIANTS.items():
         began = time.perf_counter()
         if overrides is None:
-            encoder = SSLMetaArch(config).teacher.backbone
+            encoder = SSLMetaArch(config).teacher.encoder
         else:
             run = workdir / name.split(" ")[0].replace("(", "")
             variant = load_pretrain_config(CONFIG, [*common, *overrides])

@@ -131,3 +131,30 @@ def test_frozen_parameters_are_left_out_and_bad_settings_refused(student):
         build_param_groups(encoder, heads, layerwise_decay=0.0)
     with pytest.raises(ValueError, match="head name"):
         build_param_groups(encoder, {"dino.head": heads["dino_head"]})
+
+
+@pytest.mark.parametrize("overrides", [{}, {"num_register_tokens": 2}])
+def test_groups_follow_the_encoders_depths_and_exemptions(overrides):
+    encoder = Encoder.from_preset("test", num_hidden_layers=4, **overrides)
+    lookup = _by_parameter(build_param_groups(encoder, {}, layerwise_decay=0.8, patch_embed_lr_mult=0.5))
+    depths, patch, exempt = (
+        encoder.parameter_depths(),
+        encoder.patch_embed_parameters(),
+        encoder.no_weight_decay(),
+    )
+    assert set(lookup) == {f"encoder.{name}" for name in depths}
+    for name, depth in depths.items():
+        group = lookup[f"encoder.{name}"]
+        expected = 0.8 ** (4 + 1 - depth) * (0.5 if name in patch else 1.0)
+        assert group["lr_multiplier"] == pytest.approx(expected), name
+        assert group["wd_multiplier"] == (0.0 if name in exempt else 1.0), name
+    names = {group["name"] for group in lookup.values()}
+    assert names == {
+        "encoder.patch_embed/decay",
+        "encoder.patch_embed/no_decay",
+        "encoder.embeddings/no_decay",
+        *(f"encoder.layer{i}/{kind}" for i in range(4) for kind in ("decay", "no_decay")),
+        "encoder.final/no_decay",
+    }
+    if overrides:
+        assert lookup["encoder.backbone.embeddings.register_tokens"]["name"] == "encoder.embeddings/no_decay"

@@ -128,7 +128,7 @@ def test_export_teacher_transformers_and_dinov2(full_run: Path, tmp_path: Path) 
     encoder = load_encoder(tmp_path / "hf")
     exported = encoder.backbone.state_dict()
     for key, value in exported.items():
-        assert torch.equal(value, payload["teacher"][f"backbone.backbone.{key}"]), key
+        assert torch.equal(value, payload["teacher"][f"encoder.backbone.{key}"]), key
     processor = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
     assert processor["image_mean"] == [0.5307] * 3
     assert processor["crop_size"]["height"] == 56
@@ -165,11 +165,11 @@ def test_start_from_exported_encoder_and_head(full_run: Path, manifest: Path, tm
     model = SSLMetaArch(config)
     exported = load_encoder(folder).backbone.state_dict()
     for key, value in exported.items():
-        assert torch.equal(model.student.backbone.backbone.state_dict()[key], value), key
-        assert torch.equal(model.teacher.backbone.backbone.state_dict()[key], value), key
+        assert torch.equal(model.student.encoder.backbone.state_dict()[key], value), key
+        assert torch.equal(model.teacher.encoder.backbone.state_dict()[key], value), key
     head = load_dino_head(folder / "dino_head.safetensors")
     assert torch.equal(model.student.dino_head.last_layer.weight_v, head.last_layer.weight_v)
-    assert model.student.backbone.config.drop_path_rate == 0.1  # the student's rate, not the file's 0
+    assert model.student.encoder.config.drop_path_rate == 0.1  # the student's rate, not the file's 0
     wrong = make_config(
         manifest, f"student.dino_head_weights={folder}/dino_head.safetensors", "dino.head_n_prototypes=32"
     )

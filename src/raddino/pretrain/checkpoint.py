@@ -34,6 +34,7 @@ from torch.distributed.checkpoint.state_dict import (
 from raddino.distributed import DistributedContext
 from raddino.io.atomic import atomic_write_text
 from raddino.io.state_file import StateFileError, capture_rng, load_state, restore_rng, save_state
+from raddino.pretrain.meta_arch import rename_legacy_parts
 
 _NAME = re.compile(r"^iteration_(\d+)\.pt$")
 # What io.atomic's mkstemp leaves when a process is killed while writing a checkpoint or last.txt.
@@ -186,7 +187,7 @@ def load_checkpoint(path: Path, state: TrainingState, context: DistributedContex
     RNG states are restored per rank when the world size is the one the checkpoint was written with
     (the exact-resume case); otherwise each rank keeps its freshly seeded state.
     """
-    payload = read_checkpoint(path)
+    payload = rename_legacy_parts(read_checkpoint(path))  # runs from before SSLNetwork.encoder resume too
     if context.is_main:  # this run has not started writing: temporaries beside its checkpoint are stale
         _remove_temporaries(path.parent)
     try:

@@ -19,22 +19,23 @@ from raddino.io.atomic import atomic_write_text
 from raddino.models import ExportResult, save_dino_head, save_dinov2_weights
 from raddino.models.dino_head import dino_head_from_state_dict
 from raddino.models.encoder import Encoder
-from raddino.models.presets import make_config
 from raddino.pretrain.checkpoint import CheckpointError, latest_checkpoint, read_checkpoint
 from raddino.pretrain.config import PretrainConfig
+from raddino.pretrain.meta_arch import split_network_state
 
 Which = Literal["teacher", "student"]
 Format = Literal["transformers", "dinov2"]
 
 
-def _encoder_from_state(encoder_config: dict[str, Any], state: dict[str, torch.Tensor]) -> Encoder:
-    """The encoder a checkpoint describes (its transformers config) with the saved weights."""
-    values = {k: v for k, v in encoder_config.items() if k not in ("model_type", "transformers_version")}
-    values["drop_path_rate"] = 0.0  # an exported encoder is for inference
-    encoder = Encoder.from_config(make_config(**values), seed=0)
-    prefix = "backbone.backbone."
-    encoder.backbone.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
-    return encoder
+def _encoder_from_state(
+    encoder_config: dict[str, Any], state: dict[str, torch.Tensor], source: str = "checkpoint"
+) -> Encoder:
+    """The encoder a checkpoint describes (its transformers config) with the saved weights, for inference
+    (no drop-path)."""
+    try:
+        return Encoder.from_state_dict(encoder_config, split_network_state(state).get("encoder", {}))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{source}: {error}") from error
 
 
 def export_run(
@@ -71,8 +72,8 @@ def export_run(
         raise CheckpointError(f"{path}: no config stored; not a raddino pretrain checkpoint")
     config = config_from_dict(payload["config"])
     state = payload[which]
-    encoder = _encoder_from_state(payload["encoder_config"], state)
-    head_state = {k[len("dino_head.") :]: v for k, v in state.items() if k.startswith("dino_head.")}
+    encoder = _encoder_from_state(payload["encoder_config"], state, source=f"{path} ({which} encoder)")
+    head_state = split_network_state(state).get("dino_head", {})
     head = dino_head_from_state_dict(head_state, source=f"{path} ({which} DINO head)")
     weights = out / ("model.safetensors" if format == "transformers" else "backbone_compatible.safetensors")
     if weights.exists() and not overwrite:

@@ -9,28 +9,18 @@ no gradient, and follows the student by EMA (:meth:`SSLMetaArch.update_teacher`)
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
-from transformers.models.dinov2.modeling_dinov2 import Dinov2DropPath
 
 from raddino.models import DINOHead, Encoder, load_dino_head, load_encoder
 from raddino.pretrain.config import PretrainConfig
 from raddino.pretrain.losses import DINOLoss, KoLeoLoss, iBOTPatchLoss
 
 Batch = dict[str, torch.Tensor]
-
-
-def set_drop_path(encoder: Encoder, rate: float) -> None:
-    """Stochastic depth with the same rate in every block (DINOv2's ``drop_path_uniform``).
-
-    Loaded checkpoints keep the rate they were saved with; this rewrites each block's modules so the
-    student gets ``student.drop_path_rate`` whatever its source, and the teacher gets 0.
-    """
-    for layer in encoder.backbone.encoder.layer:
-        layer.drop_path = Dinov2DropPath(rate) if rate > 0 else nn.Identity()
-    encoder.config.drop_path_rate = rate
 
 
 def build_encoder(config: PretrainConfig) -> Encoder:
@@ -43,7 +33,7 @@ def build_encoder(config: PretrainConfig) -> Encoder:
         encoder = Encoder.from_preset(
             config.student.arch, seed=config.train.seed, **config.student.arch_overrides
         )
-    set_drop_path(encoder, config.student.drop_path_rate)
+    encoder.set_drop_path(config.student.drop_path_rate)  # uniform, DINOv2's drop_path_uniform
     if config.student.activation_checkpointing:
         encoder.set_activation_checkpointing(True)
     return encoder
@@ -58,12 +48,14 @@ def _make_head(in_dim: int, out_dim: int, hidden_dim: int, bottleneck_dim: int, 
 class SSLNetwork(nn.Module):
     """Encoder + DINO head (+ a separate iBOT head): one module so DDP/FSDP wrap it once.
 
-    Student and teacher share this class, so their parameters line up name for name for the EMA.
+    Student and teacher share this class, so their parameters line up name for name for the EMA. Its
+    state dict holds ``encoder.*`` (the :class:`~raddino.models.Encoder`'s own names), ``dino_head.*``
+    and ``ibot_head.*``; :func:`split_network_state` takes one apart.
     """
 
     def __init__(self, encoder: Encoder, dino_head: DINOHead, ibot_head: DINOHead | None) -> None:
         super().__init__()
-        self.backbone = encoder
+        self.encoder = encoder
         self.dino_head = dino_head
         self.ibot_head = ibot_head
 
@@ -73,6 +65,11 @@ class SSLNetwork(nn.Module):
         if self.ibot_head is not None:
             heads["ibot_head"] = self.ibot_head
         return heads
+
+    def clip_groups(self) -> dict[str, nn.Module]:
+        """The modules whose gradient norms are clipped and logged separately, as DINOv2 clips each
+        student module: ``backbone`` (the encoder) and each head."""
+        return {"backbone": self.encoder, **self.heads()}
 
     def _head_logits(
         self, cls_tokens: torch.Tensor, patch_tokens: torch.Tensor | None
@@ -101,10 +98,10 @@ class SSLNetwork(nn.Module):
             mask_indices: (M,) flat indices into the (2B·N) patch tokens whose iBOT logits to return.
 
         Returns:
-            ``global_cls`` (2B, D) backbone CLS tokens, ``global_logits`` (2B, K), ``local_logits`` (nB, K)
+            ``global_cls`` (2B, D) encoder CLS tokens, ``global_logits`` (2B, K), ``local_logits`` (nB, K)
             when local crops are given, ``patch_logits`` (M, K') when ``mask_indices`` is given.
         """
-        features = self.backbone(global_crops, masks)
+        features = self.encoder(global_crops, masks)
         patch_tokens = None
         if mask_indices is not None:
             sequence = features.patch_tokens.flatten(2).transpose(1, 2)  # (2B, N, D)
@@ -114,7 +111,7 @@ class SSLNetwork(nn.Module):
         if patch_logits is not None:
             outputs["patch_logits"] = patch_logits
         if local_crops is not None and local_crops.shape[0] > 0:
-            outputs["local_logits"] = self.dino_head(self.backbone(local_crops).cls)  # (nB, K)
+            outputs["local_logits"] = self.dino_head(self.encoder(local_crops).cls)  # (nB, K)
         return outputs
 
 
@@ -179,7 +176,7 @@ class SSLObjective(nn.Module):
 
         DINO: cross-entropy over every (teacher global crop, other student crop) pair, averaged over pairs
         (DINOv2's 1/(n_global·(n_global−1) + n_global·n_local) normalisation); KoLeo on the student's
-        backbone CLS tokens, per global crop and summed (DINOv2); iBOT on the masked patches, per image.
+        encoder CLS tokens, per global crop and summed (DINOv2); iBOT on the masked patches, per image.
         """
         config = self.config
         teacher_probs, patch_probs = self.teacher_targets(
@@ -247,12 +244,12 @@ class SSLMetaArch(nn.Module):
                     ibot.head_bottleneck_dim,
                     ibot.head_nlayers,
                 )
-        mask_token = encoder.backbone.embeddings.mask_token
+        mask_token = encoder.mask_token
         if mask_token is not None and ibot.loss_weight <= 0:
             mask_token.requires_grad_(False)  # unused without iBOT; DDP would wait for its gradient
         self.student = SSLNetwork(encoder, dino_head, ibot_head)
         self.teacher = copy.deepcopy(self.student)
-        set_drop_path(self.teacher.backbone, 0.0)
+        self.teacher.encoder.set_drop_path(0.0)
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         self.objective = SSLObjective(config)
@@ -323,4 +320,67 @@ def _local(param: torch.Tensor) -> torch.Tensor:
     return to_local() if callable(to_local) else param.data
 
 
-__all__ = ["LossTerms", "SSLMetaArch", "SSLNetwork", "SSLObjective", "build_encoder", "set_drop_path"]
+# Child names of checkpoints written before ``SSLNetwork.backbone`` became ``encoder``.
+_LEGACY_PARTS = {"backbone": "encoder"}
+
+
+def split_network_state(state: Mapping[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """A student or teacher state dict taken apart by :class:`SSLNetwork` part.
+
+    Args:
+        state: ``SSLNetwork.state_dict()`` as a checkpoint stores it.
+
+    Returns:
+        ``{"encoder": ..., "dino_head": ..., "ibot_head": ...}`` (the parts present), each the part's own
+        state dict: ``parts["encoder"]`` loads with ``Encoder.load_state_dict`` or
+        :meth:`Encoder.from_state_dict`. Checkpoints from before the encoder was called ``encoder``
+        (``backbone.*``) give the same parts.
+    """
+    parts: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        part, _, name = key.partition(".")
+        parts.setdefault(_LEGACY_PARTS.get(part, part), {})[name] = value
+    return parts
+
+
+def _renamed(name: Any) -> Any:
+    if not isinstance(name, str):
+        return name
+    part, dot, rest = name.partition(".")
+    return _LEGACY_PARTS.get(part, part) + dot + rest
+
+
+def rename_legacy_parts(payload: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint payload with the names of checkpoints written before ``SSLNetwork.backbone`` became
+    ``encoder`` (``backbone.*``) brought to today's (``encoder.*``), so those runs still resume.
+
+    Renames the keys of ``student`` and ``teacher`` and the parameter names of ``optimizer`` (its
+    ``state`` keys and each group's ``params``); a payload with today's names is returned unchanged.
+    """
+    if not any(key.startswith("backbone.") for key in payload.get("student", {})):
+        return payload
+    upgraded = dict(payload)
+    for network in ("student", "teacher"):
+        upgraded[network] = {_renamed(key): value for key, value in payload[network].items()}
+    optimizer = payload.get("optimizer")
+    if isinstance(optimizer, dict) and "state" in optimizer:
+        upgraded["optimizer"] = {
+            **optimizer,
+            "state": {_renamed(name): value for name, value in optimizer["state"].items()},
+            "param_groups": [
+                {**group, "params": [_renamed(name) for name in group.get("params", [])]}
+                for group in optimizer.get("param_groups", [])
+            ],
+        }
+    return upgraded
+
+
+__all__ = [
+    "LossTerms",
+    "SSLMetaArch",
+    "SSLNetwork",
+    "SSLObjective",
+    "build_encoder",
+    "rename_legacy_parts",
+    "split_network_state",
+]

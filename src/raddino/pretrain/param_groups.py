@@ -9,21 +9,20 @@ decay either (timm's ``no_weight_decay`` convention; DINOv2 decays them). The he
 flagged so its lr can be 0 during the first epoch, as DINOv2 does. The weight-norm scale ``weight_g`` of
 the last layer is decayed, as in DINOv2.
 
-Parameters are fused into one group per (module depth, decay) pair, which keeps the optimiser's
-``foreach`` kernels large; every group lists its ``param_names``.
+Which parameter sits at which depth, which is the patch embedding and which is exempt from weight decay is
+the encoder's to say (:meth:`~raddino.models.Encoder.parameter_depths`, ``patch_embed_parameters``,
+``no_weight_decay``); nothing here matches a backbone's parameter names. Parameters are fused into one
+group per (module depth, decay) pair, which keeps the optimiser's ``foreach`` kernels large; every group
+lists its ``param_names``.
 """
 
 from __future__ import annotations
-
-import re
 
 import torch
 from torch import nn
 
 from raddino.models import Encoder
 
-_BLOCK = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
-_TOKENS = ("cls_token", "mask_token", "register_tokens", "position_embeddings")
 _WRAPPER_PREFIXES = ("_orig_mod.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "module.")
 
 
@@ -34,20 +33,13 @@ def _clean(name: str) -> str:
     return name
 
 
-def _encoder_scope(name: str, num_layers: int) -> tuple[str, int]:
-    """(scope name, depth) of an encoder parameter: 0 embeddings, i + 1 block i, L + 1 the rest."""
-    block = _BLOCK.search(name)
-    if block:
-        index = int(block.group(1))
-        return f"encoder.layer{index}", index + 1
-    if ".embeddings." in f".{name}":
-        return ("encoder.patch_embed" if "patch_embeddings" in name else "encoder.embeddings"), 0
-    return "encoder.final", num_layers + 1
-
-
-def _no_weight_decay(name: str, parameter: torch.Tensor) -> bool:
-    """Biases, norm weights, LayerScale gammas (all 1-D) and the tokens / position embeddings."""
-    return name.endswith("bias") or parameter.ndim <= 1 or any(token in name for token in _TOKENS)
+def _encoder_scope(depth: int, is_patch_embed: bool, num_layers: int) -> str:
+    """The group scope of an encoder parameter at ``depth``: embeddings, block i, or the final norm."""
+    if depth == 0:
+        return "encoder.patch_embed" if is_patch_embed else "encoder.embeddings"
+    if depth <= num_layers:
+        return f"encoder.layer{depth - 1}"
+    return "encoder.final"
 
 
 def build_param_groups(
@@ -60,7 +52,8 @@ def build_param_groups(
     """Optimiser parameter groups for the student encoder and its heads.
 
     Args:
-        encoder: The student encoder (its ``num_layers`` sets the depth of the decay).
+        encoder: The student encoder: its blocks set the depth of the decay, and it names each
+            parameter's depth, its patch embedding and its weight-decay exemptions.
         heads: Head modules by name, e.g. ``{"dino_head": ..., "ibot_head": ...}``; names become group
             names and must not contain dots.
         layerwise_decay: Per-block lr decay from the top (DINOv2: 0.9; 1.0 turns it off).
@@ -78,17 +71,25 @@ def build_param_groups(
         raise ValueError(f"layerwise_decay must be in (0, 1], got {layerwise_decay}")
     if patch_embed_lr_mult <= 0:
         raise ValueError(f"patch_embed_lr_mult must be positive, got {patch_embed_lr_mult}")
-    num_layers = encoder.num_layers
+    num_layers = len(encoder.blocks)
+    depths = encoder.parameter_depths()
+    patch_embed = encoder.patch_embed_parameters()
+    exempt = encoder.no_weight_decay()
     groups: dict[str, dict] = {}
     seen: set[int] = set()
 
     def add(
-        scope: str, lr_multiplier: float, is_last_layer: bool, name: str, parameter: nn.Parameter
+        scope: str,
+        lr_multiplier: float,
+        is_last_layer: bool,
+        no_decay: bool,
+        name: str,
+        parameter: nn.Parameter,
     ) -> None:
         if not parameter.requires_grad or id(parameter) in seen:  # frozen, or tied and already placed
             return
         seen.add(id(parameter))
-        decay = 0.0 if _no_weight_decay(name, parameter) else 1.0
+        decay = 0.0 if no_decay else 1.0
         key = f"{scope}/{'decay' if decay else 'no_decay'}"
         group = groups.setdefault(
             key,
@@ -105,12 +106,12 @@ def build_param_groups(
         group["param_names"].append(name)
 
     for raw_name, parameter in encoder.named_parameters():
-        name = _clean(raw_name)
-        scope, depth = _encoder_scope(name, num_layers)
+        depth = depths[raw_name]
+        scope = _encoder_scope(depth, raw_name in patch_embed, num_layers)
         multiplier = layerwise_decay ** (num_layers + 1 - depth)
         if scope == "encoder.patch_embed":
             multiplier *= patch_embed_lr_mult
-        add(scope, multiplier, False, f"encoder.{name}", parameter)
+        add(scope, multiplier, False, raw_name in exempt, f"encoder.{_clean(raw_name)}", parameter)
 
     for head_name, head in heads.items():
         if "." in head_name or "/" in head_name:
@@ -119,7 +120,8 @@ def build_param_groups(
             name = _clean(raw_name)
             is_last_layer = "last_layer" in name
             scope = f"{head_name}.last_layer" if is_last_layer else head_name
-            add(scope, 1.0, is_last_layer, f"{head_name}.{name}", parameter)
+            no_decay = name.endswith("bias") or parameter.ndim <= 1  # biases and norms of the head's MLP
+            add(scope, 1.0, is_last_layer, no_decay, f"{head_name}.{name}", parameter)
     return list(groups.values())
 
 

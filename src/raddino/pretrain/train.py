@@ -37,7 +37,6 @@ from raddino.io.manifest import Manifest, load_inputs
 from raddino.pretrain.checkpoint import TrainingState, latest_checkpoint, load_checkpoint, save_checkpoint
 from raddino.pretrain.config import PretrainConfig
 from raddino.pretrain.dataset import PretrainDataset
-from raddino.pretrain.distributed import clip_gradients, gradient_sync, unwrap, wrap_for_training
 from raddino.pretrain.export import export_run
 from raddino.pretrain.loader import Collator, build_augmentation, move_batch
 from raddino.pretrain.meta_arch import SSLMetaArch, SSLNetwork
@@ -45,6 +44,7 @@ from raddino.pretrain.metrics import MetricsLog
 from raddino.pretrain.param_groups import apply_schedules, build_param_groups
 from raddino.pretrain.sampler import StreamSampler
 from raddino.pretrain.schedules import cosine_schedule, teacher_temperature_schedule
+from raddino.training.parallel import clip_gradients, gradient_sync, unwrap, wrap_for_training
 
 StepCallback = Callable[[int, dict[str, float]], None]
 
@@ -185,10 +185,12 @@ def pretrain(
     augmentation = build_augmentation(config)
     dataset = PretrainDataset(manifest, augmentation, seed=config.train.seed)
     model = SSLMetaArch(config).to(device)
-    student_module = wrap_for_training(model, context, config.compute.strategy)
+    student_module = wrap_for_training(
+        model.student, context, config.compute.strategy, followers=[model.teacher]
+    )
     student: SSLNetwork = unwrap(student_module)  # type: ignore[assignment]
     groups = build_param_groups(
-        student.backbone,
+        student.encoder,
         student.heads(),
         layerwise_decay=config.optim.layerwise_decay,
         patch_embed_lr_mult=config.optim.patch_embed_lr_mult,
@@ -212,7 +214,7 @@ def pretrain(
         end_iteration=end,
     )
     sampler = StreamSampler(len(dataset), config.train.batch_size_per_gpu, **sampler_args)
-    collator = Collator(config, student.backbone.patch_size, sampler.micro_batch_images)
+    collator = Collator(config, student.encoder.patch_size, sampler.micro_batch_images)
     loader = DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -228,7 +230,7 @@ def pretrain(
     metrics = MetricsLog(run, resume_from=start if previous is not None else None, enabled=context.is_main)
     extra: dict[str, Any] = {
         "config": config_to_dict(config),
-        "encoder_config": student.backbone.config.to_dict(),
+        "encoder_config": student.encoder.config.to_dict(),
     }
     if context.is_main:
         print(
@@ -273,7 +275,7 @@ def pretrain(
                     raise NonFiniteLossError(iteration, bad, reduced[bad])
             if scaler is not None:
                 scaler.unscale_(optimizer)
-            norms = clip_gradients(student, config.optim.clip_grad)
+            norms = clip_gradients(student.clip_groups(), config.optim.clip_grad)
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
