@@ -1,0 +1,66 @@
+"""Progress of a run: a tqdm bar with steps/s and the time left, or (without a bar, as in batch jobs) a log
+line with the same numbers every minute."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Mapping
+
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+
+class Progress:
+    """Counts the steps of one session of a run (a resumed session starts at its checkpoint's step).
+
+    Args:
+        total: Steps of the whole run.
+        initial: Steps already done when this session starts.
+        description: Shown before the bar and in log lines.
+        bar: Show a tqdm bar; otherwise log every ``log_seconds``.
+        log_seconds: Seconds between log lines without a bar (0: never).
+    """
+
+    def __init__(
+        self, total: int, initial: int, description: str, bar: bool = True, log_seconds: float = 60.0
+    ) -> None:
+        self.total, self.initial, self.step = total, initial, initial
+        self.description = description
+        self.started = self.last_line = time.perf_counter()
+        self.log_seconds = 0.0 if bar else log_seconds
+        self.bar = tqdm(
+            total=total, initial=initial, desc=description, unit="step", disable=not bar, dynamic_ncols=True
+        )
+
+    def rate(self) -> float:
+        """Steps per second in this session."""
+        return (self.step - self.initial) / max(time.perf_counter() - self.started, 1e-9)
+
+    def eta_seconds(self) -> float:
+        """Seconds left at this session's rate (inf before the first step)."""
+        rate = self.rate()
+        return (self.total - self.step) / rate if rate > 0 else float("inf")
+
+    def update(self, step: int, shown: Mapping[str, float]) -> None:
+        """Advance to ``step`` (1-based, completed) and show ``shown`` beside the bar."""
+        self.bar.update(step - self.step)
+        self.step = step
+        self.bar.set_postfix(
+            {key.split("/")[-1]: f"{value:.4g}" for key, value in shown.items()}, refresh=False
+        )
+        now = time.perf_counter()
+        if self.log_seconds and now - self.last_line >= self.log_seconds:
+            self.last_line = now
+            logger.info("%s: %s", self.description, self.line())
+
+    def line(self) -> str:
+        """``step 120/400, 3.2 steps/s, 0:01:27 left``."""
+        eta = self.eta_seconds()
+        left = str(datetime.timedelta(seconds=round(eta))) if eta != float("inf") else "?"
+        return f"step {self.step}/{self.total}, {self.rate():.3g} steps/s, {left} left"
+
+    def close(self) -> None:
+        self.bar.close()
