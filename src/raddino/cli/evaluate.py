@@ -31,8 +31,19 @@ DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps."
 def _errors() -> tuple[type[BaseException], ...]:
     from raddino.evaluate.embedding_store import EmbeddingStoreError
     from raddino.io.manifest import ManifestError
+    from raddino.io.state_file import StateFileError
+    from raddino.training import TrainingError
 
-    return (ManifestError, EmbeddingStoreError, ValueError, FileNotFoundError, OSError, KeyError)
+    return (
+        ManifestError,
+        EmbeddingStoreError,
+        StateFileError,
+        TrainingError,
+        ValueError,
+        FileNotFoundError,
+        OSError,
+        KeyError,
+    )
 
 
 def _run(
@@ -219,6 +230,9 @@ def segment(
         list[int] | None, typer.Option("--fewshot", help="Few-shot training-set size (repeatable).")
     ] = None,
     device: DeviceOption = None,
+    overwrite: Annotated[
+        bool | None, typer.Option("--overwrite", help="Retrain the heads: no reuse, no resume.")
+    ] = None,
     config: ConfigOption = None,
     overrides: OverrideOption = None,
 ) -> None:
@@ -234,5 +248,6 @@ def segment(
         "training.epochs": epochs,
         "fewshot": fewshot or None,
         "device": device,
+        "overwrite": overwrite,
     }
     _run(SegmentConfig, config, overrides, values, run_segment)

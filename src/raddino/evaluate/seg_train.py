@@ -7,10 +7,10 @@ overlap, e.g. a lung and its zones), so the cross-entropy is a per-structure bin
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +19,19 @@ from tqdm import tqdm
 from raddino.evaluate.seg_data import SegmentationSample, random_affine
 from raddino.evaluate.seg_heads import HeadName, make_head
 from raddino.models import Encoder
+from raddino.training import (
+    Callback,
+    Engine,
+    LossTerms,
+    MixedPrecision,
+    Optimization,
+    Plan,
+    RunFolder,
+    Schedules,
+    StepResult,
+    TaskBase,
+    cosine_schedule,
+)
 
 
 @dataclass
@@ -89,6 +102,16 @@ class FrozenFeatures:
         maps = self.encoder.forward_intermediates(pixels.to(self.device), self.indices)
         return [feature.patch_tokens.float() for feature in maps]  # each (B, D, h, w)
 
+    def warm(self, samples: Sequence[SegmentationSample], batch_size: int, progress: bool = True) -> None:
+        """Fill the cache in the samples' order, so every head (and a resumed run) reads features computed
+        in the same batches, whatever order training first asks for them in."""
+        if self.cache is None:
+            return
+        missing = list({s.id: s for s in samples if s.id not in self.cache}.values())
+        starts = range(0, len(missing), batch_size)
+        for start in tqdm(starts, desc="frozen features", unit="batch", disable=not progress, leave=False):
+            self(missing[start : start + batch_size])
+
     def __call__(self, samples: Sequence[SegmentationSample]) -> list[torch.Tensor]:
         if self.cache is None:
             return self.compute(torch.stack([s.pixels for s in samples]))
@@ -158,6 +181,112 @@ def validation_loss(
     return total / max(count, 1)
 
 
+class SegmentationTask(TaskBase):
+    """One head trained on the frozen features, on the engine: one micro-batch per step, one epoch a pass
+    over the training images in an order drawn from the task's generator, validation at each epoch's end
+    keeping the state of lowest validation loss (the training loss when there is no validation split)."""
+
+    def __init__(
+        self,
+        name: HeadName,
+        train: Sequence[SegmentationSample],
+        val: Sequence[SegmentationSample],
+        features: FrozenFeatures,
+        embed_dim: int,
+        classes: int,
+        training: SegTraining,
+        seed: int,
+    ) -> None:
+        self.name, self.train_samples, self.val_samples = name, train, val
+        self.features, self.training, self.seed = features, training, seed
+        self.embed_dim, self.classes = embed_dim, classes
+        self.description = f"segment {name}"
+        self.steps_per_epoch = math.ceil(len(train) / training.batch_size)
+        self.generator = torch.Generator().manual_seed(seed)  # batch order, affine draws and flips
+        self.order = torch.arange(0)
+        self.batch_images = 0
+        self.running = 0.0  # sum of batch loss × batch images over the epoch so far
+        self.history: dict[str, list[float] | int] = {"train_loss": [], "val_loss": []}
+        self.best: dict[str, Any] = {"loss": math.inf, "epoch": 0, "state": {}}
+
+    def build(self, device: torch.device) -> Optimization:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.head = make_head(self.name, self.embed_dim, self.classes, self.training.channels).to(device)
+        self.best["state"] = _copy_state(self.head)
+        optimizer = torch.optim.Adam(
+            self.head.parameters(), lr=self.training.lr, weight_decay=self.training.weight_decay
+        )
+        total = self.training.epochs * self.steps_per_epoch
+        schedules = Schedules({"learning_rate": cosine_schedule(self.training.lr, 0.0, total)}, total)
+        return Optimization(self.head, optimizer, schedules)
+
+    def micro_batches(self, step: int) -> list[tuple[Any, float]]:
+        position = step % self.steps_per_epoch
+        if position == 0:
+            self.order = torch.randperm(len(self.train_samples), generator=self.generator)
+        size = self.training.batch_size
+        chosen = [self.train_samples[int(i)] for i in self.order[position * size : (position + 1) * size]]
+        masks, known = _batch_targets(chosen, self.features.device)
+        if self.training.augment:
+            maps, masks = _augmented_maps(self.features, chosen, self.training, self.generator)
+        else:
+            maps = self.features(chosen)
+        self.batch_images = len(chosen)
+        return [((maps, masks, known), 1.0)]
+
+    def loss(self, batch: Any, values: Mapping[str, float]) -> LossTerms:
+        maps, masks, known = batch
+        logits = self.head(_head_inputs(self.name, maps), masks.shape[-2:])
+        training = self.training
+        return LossTerms(segmentation_loss(logits, masks, known, training.dice_weight, training.ce_weight))
+
+    def after_step(self, done: int, result: StepResult) -> dict[str, float]:
+        self.running += result.losses["loss"] * self.batch_images
+        return {"train/epoch": (done - 1) // self.steps_per_epoch}
+
+    def validate(self, done: int) -> dict[str, float]:
+        epoch = done // self.steps_per_epoch - 1
+        train_loss = self.running / len(self.train_samples)
+        if self.val_samples:
+            val_loss = validation_loss(self.head, self.name, self.val_samples, self.features, self.training)
+            self.head.train()
+        else:
+            val_loss = train_loss
+        self.history["train_loss"].append(train_loss)  # type: ignore[union-attr]
+        self.history["val_loss"].append(val_loss)  # type: ignore[union-attr]
+        if val_loss < self.best["loss"]:
+            self.best = {"loss": val_loss, "epoch": epoch, "state": _copy_state(self.head)}
+        self.running = 0.0
+        return {"train/epoch_loss": train_loss, **({"val/loss": val_loss} if self.val_samples else {})}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "head": self.head.state_dict(),
+            "generator": self.generator.get_state(),
+            "order": self.order,
+            "running": self.running,
+            "history": self.history,
+            "best": self.best,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.head.load_state_dict(state["head"])
+        self.generator.set_state(state["generator"])
+        self.order, self.running = state["order"], float(state["running"])
+        self.history = {key: list(value) for key, value in state["history"].items()}
+        self.best = dict(state["best"])
+
+    def trained_head(self) -> tuple[nn.Module, dict[str, list[float] | int]]:
+        """The head at its best validation loss (eval mode), and the loss history with ``best_epoch``."""
+        self.head.load_state_dict(self.best["state"])
+        return self.head.eval(), {**self.history, "best_epoch": int(self.best["epoch"])}
+
+
+def _copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().clone() for key, value in module.state_dict().items()}
+
+
 def train_head(
     name: HeadName,
     train: Sequence[SegmentationSample],
@@ -167,49 +296,36 @@ def train_head(
     classes: int,
     training: SegTraining,
     seed: int,
+    run: RunFolder,
     progress: bool = True,
+    fingerprint: str = "",
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[nn.Module, dict[str, list[float] | int]]:
-    """Train a fresh head; returns it at its best validation loss, and the loss history."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        head = make_head(name, embed_dim, classes, training.channels).to(features.device)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(head.parameters(), lr=training.lr, weight_decay=training.weight_decay)
-    total_steps = training.epochs * math.ceil(len(train) / training.batch_size)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    """Train a fresh head (or finish one a killed run checkpointed in ``run``).
+
+    Args:
+        run: The head's run folder: a checkpoint at every epoch's end, ``metrics.jsonl``.
+        fingerprint: Identifies the settings; a checkpoint of other settings is discarded.
+        callbacks: Called after every step with the steps done and their ``train`` record.
+
+    Returns:
+        The head at its best validation loss, and the loss history (per epoch) with ``best_epoch``.
+    """
+    task = SegmentationTask(name, train, val, features, embed_dim, classes, training, seed)
+    plan = Plan(total_steps=training.epochs * task.steps_per_epoch, steps_per_epoch=task.steps_per_epoch)
+    precision = MixedPrecision(features.device, None)
+    engine = Engine(
+        task,
+        run,
+        plan,
+        precision,
+        progress=progress,
+        fingerprint=fingerprint,
+        mismatch="restart",
+        callbacks=callbacks,
     )
-    history: dict[str, list[float] | int] = {"train_loss": [], "val_loss": []}
-    best_loss, best_state, best_epoch = math.inf, copy.deepcopy(head.state_dict()), 0
-    bar = tqdm(
-        range(training.epochs), desc=f"segment {name}", unit="epoch", disable=not progress, leave=False
-    )
-    for epoch in bar:
-        head.train()
-        running = 0.0
-        for batch in _batches(len(train), training.batch_size, generator):
-            chosen = [train[int(i)] for i in batch]
-            masks, known = _batch_targets(chosen, features.device)
-            if training.augment:
-                maps, masks = _augmented_maps(features, chosen, training, generator)
-            else:
-                maps = features(chosen)
-            logits = head(_head_inputs(name, maps), masks.shape[-2:])
-            loss = segmentation_loss(logits, masks, known, training.dice_weight, training.ce_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            running += loss.item() * len(chosen)
-        val_loss = validation_loss(head, name, val, features, training) if val else running / len(train)
-        history["train_loss"].append(running / len(train))  # type: ignore[union-attr]
-        history["val_loss"].append(val_loss)  # type: ignore[union-attr]
-        if val_loss < best_loss:
-            best_loss, best_state, best_epoch = val_loss, copy.deepcopy(head.state_dict()), epoch
-        bar.set_postfix(train=f"{running / len(train):.3f}", val=f"{val_loss:.3f}", refresh=False)
-    head.load_state_dict(best_state)
-    history["best_epoch"] = best_epoch
-    return head.eval(), history
+    engine.fit()
+    return task.trained_head()
 
 
 @torch.no_grad()

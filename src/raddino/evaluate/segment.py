@@ -7,7 +7,10 @@ the checkpoint of lowest validation loss kept, and the test split is scored by D
 with overlays. ``fewshot: [1, 2, 5, 10, ...]`` also trains on that many training images (several seeds)
 and plots Dice against the number of training images (Figure 4).
 
-Trained heads are saved under ``<out>/checkpoints``; a rerun with the same settings reuses them.
+Trained heads are saved under ``<out>/checkpoints``; a rerun with the same settings reuses them. Each head
+trains on :mod:`raddino.training` in ``<out>/training/<head>`` (``metrics.jsonl`` with ``train/loss`` per
+step and ``val/loss`` per epoch; a checkpoint at each epoch's end, so a killed run resumes where it was);
+``overwrite`` retrains everything.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,8 +47,11 @@ from raddino.evaluate.seg_train import FrozenFeatures, SegTraining, predict, tra
 from raddino.io.atomic import atomic_path
 from raddino.io.failures import FailureLog
 from raddino.io.manifest import ManifestError, load_inputs
+from raddino.io.state_file import load_state, save_state
+from raddino.training import Callback, RunFolder
 
 logger = logging.getLogger(__name__)
+_RESTART = "rerun with --overwrite to train the heads afresh"
 _COLOURS = np.array(
     [
         [230, 25, 75],
@@ -88,6 +96,8 @@ class SegmentConfig:
     """Keep the frozen features in memory (float16) across epochs; off when augmenting."""
     save_predictions: bool = True
     progress: bool = True
+    overwrite: bool = False
+    """Retrain every head instead of reusing (or resuming) the ones saved in ``out``."""
 
     def __post_init__(self) -> None:
         if not self.heads:
@@ -158,13 +168,14 @@ class SegmentResult:
 class _Runner:
     """Holds what every head of a run shares: samples, frozen features, splits, checkpoints."""
 
-    def __init__(self, config: SegmentConfig) -> None:
+    def __init__(self, config: SegmentConfig, callbacks: Sequence[Callback] = ()) -> None:
         from raddino.distributed import pick_device
         from raddino.evaluate.embed import preprocess_config_for
         from raddino.models import load_encoder
 
         self.config = config
         self.out = Path(config.out)
+        self.callbacks = callbacks
         manifest = load_inputs(config.input)
         if manifest.source is None or Path(manifest.source).is_dir():
             raise ManifestError(f"{config.input}: segmentation needs a manifest CSV with mask columns")
@@ -178,6 +189,9 @@ class _Runner:
         self.names = [structure_name(column) for column in self.columns]
         if config.training.hflip:
             check_flip(self.names)
+        if config.overwrite:
+            for folder in ("checkpoints", "training"):
+                shutil.rmtree(self.out / folder, ignore_errors=True)
         self.failures = FailureLog(self.out / "errors.csv")
         self.failures.reset()
         device = pick_device(config.device, 0)
@@ -200,9 +214,19 @@ class _Runner:
         }
         cache = config.cache_features and not config.training.augment
         self.features = FrozenFeatures(encoder, layers, device, cache)
+        self.features.warm(samples, config.training.batch_size, config.progress)
         self.layers = layers
         settings = config_to_dict(config)
-        for key in ("out", "fewshot", "fewshot_seeds", "save_predictions", "progress", "heads", "device"):
+        for key in (
+            "out",
+            "fewshot",
+            "fewshot_seeds",
+            "save_predictions",
+            "progress",
+            "heads",
+            "device",
+            "overwrite",
+        ):
             settings.pop(key)
         settings["splits"] = [[s.id for s in self.split[name]] for name in ("train", "val", "test")]
         self.fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
@@ -210,17 +234,22 @@ class _Runner:
     def trained(
         self, head: HeadName, train: list[SegmentationSample], seed: int, tag: str
     ) -> tuple[Any, dict]:
-        """A head trained on ``train``, from its checkpoint when an identical run saved one."""
+        """A head trained on ``train``, from its checkpoint when an identical run saved one.
+
+        A head is trained on the engine in ``out/training/<tag>`` (a checkpoint at each epoch's end, so a
+        killed run resumes); the finished head goes to ``out/checkpoints/<tag>.pt``.
+        """
         path = self.out / "checkpoints" / f"{tag}.pt"
         key = hashlib.sha256(f"{self.fingerprint}/{head}/{seed}/{[s.id for s in train]}".encode()).hexdigest()
         if path.exists():
-            saved = torch.load(path, map_location="cpu", weights_only=False)
+            saved = load_state(path, "segmentation head checkpoint", _RESTART)
             if saved.get("key") == key:
                 from raddino.evaluate.seg_heads import make_head
 
                 module = make_head(head, self.embed_dim, len(self.names), self.config.training.channels)
                 module.load_state_dict(saved["state"])
                 return module.to(self.features.device).eval(), saved["history"]
+        run = RunFolder(self.out / "training" / tag, "segmentation training checkpoint", _RESTART)
         module, history = train_head(
             head,
             train,
@@ -230,10 +259,13 @@ class _Runner:
             len(self.names),
             self.config.training,
             seed,
+            run,
             self.config.progress,
+            fingerprint=key,
+            callbacks=self.callbacks,
         )
-        with atomic_path(path) as temporary:
-            torch.save({"key": key, "state": module.state_dict(), "history": history}, temporary)
+        save_state({"key": key, "state": module.state_dict(), "history": history}, path)
+        shutil.rmtree(run.checkpoints, ignore_errors=True)  # the finished head replaces them
         return module, history
 
     def evaluate(self, head: HeadName, module: Any) -> tuple[dict[str, Any], torch.Tensor]:
@@ -260,10 +292,18 @@ def _fewshot(runner: _Runner, config: SegmentConfig) -> dict[str, Any]:
     return {"sizes": sizes, "curves": curves}
 
 
-def run_segment(config: SegmentConfig) -> SegmentResult:
-    """Train and test each head; writes ``segment.{json,md,csv}``, masks, overlays and the few-shot curve."""
+def run_segment(config: SegmentConfig, callbacks: Sequence[Callback] = ()) -> SegmentResult:
+    """Train and test each head; writes ``segment.{json,md,csv}``, masks, overlays and the few-shot curve.
+
+    Args:
+        config: The settings.
+        callbacks: Called after every training step of every head (steps done, the step's record).
+
+    Raises:
+        StateFileError: a saved head or training checkpoint in ``out`` is corrupt or refused as unsafe.
+    """
     started = time.perf_counter()
-    runner = _Runner(config)
+    runner = _Runner(config, callbacks)
     sizes = {name: len(samples) for name, samples in runner.split.items()}
     logger.info(
         "segment %s: structures %s, splits %s, layers %s", config.model, runner.names, sizes, runner.layers
