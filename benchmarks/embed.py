@@ -84,7 +84,7 @@ def end_to_end(
     workers: int | None,
 ) -> float:
     """(b) images/s of the library call behind ``raddino embed`` (a fresh run, nothing to resume)."""
-    from raddino.evaluate.embed import EmbedConfig, embed
+    from raddino.features.embed import EmbedConfig, embed
 
     config = EmbedConfig(
         input=str(folder),
@@ -147,7 +147,7 @@ def peak_rss_child(count: int, workdir: Path) -> float:
 def rss_run(count: int, workdir: str) -> None:
     """Child process of :func:`peak_rss_child`: images + a small encoder, then one embed run."""
     from raddino.data.preprocess import PreprocessConfig
-    from raddino.evaluate.embed import EmbedConfig, embed
+    from raddino.features.embed import EmbedConfig, embed
     from raddino.models import Encoder
 
     root = Path(workdir) / f"rss{count}"

@@ -55,7 +55,7 @@ def _encoder(folder: Path, side: int, blind: bool = False) -> Path:
 
 
 def _write_embeddings(path: Path, ids: list[str], vectors: dict[str, np.ndarray]) -> Path:
-    from raddino.evaluate.embedding_store import EmbeddingStore, ShardWriter
+    from raddino.features.store import EmbeddingStore, ShardWriter
 
     store = EmbeddingStore(path)
     store.shards_dir.mkdir(parents=True, exist_ok=True)
@@ -74,9 +74,9 @@ def _write_embeddings(path: Path, ids: list[str], vectors: dict[str, np.ndarray]
 
 def cache_benchmark(work: Path, images: int) -> dict[str, float]:
     """(1) First probe extracts every image into the cache; the second reads it."""
-    from raddino.evaluate.features import FeatureConfig
     from raddino.evaluate.linear_heads import HeadTraining
     from raddino.evaluate.probe import ProbeConfig, run_probe
+    from raddino.features.cache import FeatureConfig
 
     rng = np.random.default_rng(0)
     folder = work / "cache_images"
@@ -177,12 +177,12 @@ def _oracle_embeddings(manifest: Path, out: Path) -> Path:
 def tells_apart(work: Path, count: int, side: int, seg_epochs: int) -> dict[str, dict[str, float]]:
     """(3) Probe, kNN, metadata and segmentation of three encoders on the same phantoms."""
     from raddino.data.phantoms.generate import generate_phantoms
-    from raddino.evaluate.features import FeatureConfig
     from raddino.evaluate.knn import KnnConfig, run_knn
     from raddino.evaluate.metadata import MetadataConfig, run_metadata
     from raddino.evaluate.probe import ProbeConfig, run_probe
     from raddino.evaluate.seg_train import SegTraining
     from raddino.evaluate.segment import SegmentConfig, run_segment
+    from raddino.features.cache import FeatureConfig
 
     manifest = generate_phantoms(work / "phantoms", n=count, size=side, seed=0, progress=False)
     sources = {

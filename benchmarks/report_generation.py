@@ -138,7 +138,6 @@ def make_data(
 
 
 def run(args: argparse.Namespace, root: Path) -> str:
-    from raddino.evaluate.features import FeatureConfig
     from raddino.evaluate.report import (
         ReportGenerateConfig,
         ReportTrainConfig,
@@ -148,6 +147,7 @@ def run(args: argparse.Namespace, root: Path) -> str:
         score_reports,
         train_report_model,
     )
+    from raddino.features.cache import FeatureConfig
 
     manifest, encoder_dir, lm_dir = make_data(
         root, args.studies, args.size, args.hidden, args.subtle_fraction, args.seed

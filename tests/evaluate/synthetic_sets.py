@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raddino.evaluate.embedding_store import EmbeddingStore, ShardWriter
+from raddino.features.store import EmbeddingStore, ShardWriter
 
 FINDINGS = ("effusion", "nodule", "cardiomegaly")
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from synthetic_sets import SyntheticSet, write_embeddings
 
-from raddino.evaluate.features import FeatureConfig
 from raddino.evaluate.knn import KnnConfig, knn_scores, nearest, precision_at_k, run_knn
 from raddino.evaluate.search import SearchConfig, SearchError, search
+from raddino.features.cache import FeatureConfig
 
 
 def test_weighted_vote_by_hand_with_a_missing_label() -> None:
@@ -77,7 +77,7 @@ def test_search_by_id_excludes_the_query_and_ranks_by_cosine(tmp_path: Path) -> 
 def test_search_with_an_image_query_embeds_it_with_the_recorded_model(
     xray_folder: Path, tiny_encoder_dir: Path, tmp_path: Path
 ) -> None:
-    from raddino.evaluate.embed import EmbedConfig, embed
+    from raddino.features.embed import EmbedConfig, embed
 
     out = tmp_path / "emb.parquet"
     embed(EmbedConfig(input=str(xray_folder), model=str(tiny_encoder_dir), out=str(out), num_workers=0))

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from synthetic_sets import write_csv, write_embeddings
 
-from raddino.evaluate.features import FeatureConfig
 from raddino.evaluate.metadata import (
     MetadataConfig,
     MetadataError,
@@ -15,6 +14,7 @@ from raddino.evaluate.metadata import (
     interval_names,
     run_metadata,
 )
+from raddino.features.cache import FeatureConfig
 
 
 def _metadata_set(folder: Path, count: int = 150) -> tuple[Path, Path, Path]:

@@ -8,9 +8,9 @@ import pytest
 import torch
 from synthetic_sets import FINDINGS, SyntheticSet
 
-from raddino.evaluate.features import FeatureConfig, FeatureError, FeatureTable
 from raddino.evaluate.linear_heads import HeadSpec, HeadTraining, masked_bce, train_linear_heads
 from raddino.evaluate.probe import ProbeConfig, run_probe
+from raddino.features.cache import FeatureConfig, FeatureError, FeatureTable
 
 
 def _config(data: SyntheticSet, out: Path, embeddings: Path, **values: object) -> ProbeConfig:

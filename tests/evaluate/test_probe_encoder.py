@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 from synthetic_sets import write_csv
 
-from raddino.evaluate.features import FeatureConfig
 from raddino.evaluate.linear_heads import HeadTraining
 from raddino.evaluate.probe import ProbeConfig, run_probe
+from raddino.features.cache import FeatureConfig
 
 
 @pytest.fixture

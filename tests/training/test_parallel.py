@@ -10,8 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from raddino.distributed import DistributedContext
 from raddino.models import DINOHead, Encoder
+from raddino.training.distributed import DistributedContext
 from raddino.training.parallel import (
     clip_gradients,
     gradient_sync,

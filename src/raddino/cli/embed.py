@@ -49,9 +49,9 @@ def embed(
     overrides: OverrideOption = None,
 ) -> None:
     """Embed every image with an encoder; rerun the same command to resume."""
-    from raddino.evaluate.embed import EmbedConfig
-    from raddino.evaluate.embed import embed as run_embed
-    from raddino.evaluate.embedding_store import EmbeddingStoreError
+    from raddino.features.embed import EmbedConfig
+    from raddino.features.embed import embed as run_embed
+    from raddino.features.store import EmbeddingStoreError
     from raddino.io.lock import LockError
     from raddino.io.manifest import ManifestError
 

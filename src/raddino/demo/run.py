@@ -126,7 +126,6 @@ def _train_reports(manifest: Path) -> list[str]:
 
 def _evaluations(plan: DemoPlan, manifest: Path, model: Path, out: Path, cache: Path, lm: Path) -> dict:
     """One encoder's evaluation steps (name → action), results under ``out``."""
-    from raddino.evaluate.features import FeatureConfig
     from raddino.evaluate.knn import KnnConfig, run_knn
     from raddino.evaluate.linear_heads import HeadTraining
     from raddino.evaluate.metadata import MetadataConfig, run_metadata
@@ -140,6 +139,7 @@ def _evaluations(plan: DemoPlan, manifest: Path, model: Path, out: Path, cache: 
     )
     from raddino.evaluate.seg_train import SegTraining
     from raddino.evaluate.segment import SegmentConfig, run_segment
+    from raddino.features.cache import FeatureConfig
 
     features = FeatureConfig(model=str(model), cache_dir=str(cache), num_workers=0, device="cpu")
     inputs = str(manifest)

@@ -1,7 +1,5 @@
-"""Embedding and evaluating frozen encoders with the paper's protocol.
+"""Evaluating frozen encoders with the paper's protocol (their features come from :mod:`raddino.features`).
 
-- ``embed`` / ``embedding_store``: embeddings at scale (``raddino embed``);
-- ``features``: the feature cache shared by the evaluations;
 - ``probe`` (+ ``linear_heads``, ``probe_augment``): linear probing, AUPRC / AUROC over seeds;
 - ``knn`` and ``search``: nearest-neighbour classification, retrieval and image search;
 - ``metadata``: patient metadata from embeddings (logistic regression, k-fold accuracy);

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from raddino.config import save_config
-from raddino.evaluate.features import FeatureConfig
 from raddino.evaluate.labelled import LabelledFeatures, load_labelled
 from raddino.evaluate.labels import UncertainPolicy
 from raddino.evaluate.metrics import MeanStd, auprc_per_label, auroc_per_label, macro, mean_std
 from raddino.evaluate.results import encoder_name, format_mean_std, markdown_table, write_results
+from raddino.features.cache import FeatureConfig
 
 logger = logging.getLogger(__name__)
 

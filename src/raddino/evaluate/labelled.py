@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from raddino.data.splits import Splits, resolve_splits
-from raddino.evaluate.features import FeatureConfig, FeatureTable, extract_features
 from raddino.evaluate.labels import LabelError, UncertainPolicy, detect_label_columns, label_matrix
+from raddino.features.cache import FeatureConfig, FeatureTable, extract_features
 from raddino.io.manifest import ManifestError, load_inputs
 
 logger = logging.getLogger(__name__)

@@ -28,9 +28,9 @@ import numpy as np
 
 from raddino.config import save_config
 from raddino.data.splits import subjects_of
-from raddino.evaluate.features import FeatureConfig, FeatureTable, extract_features
 from raddino.evaluate.metrics import MeanStd, mean_std
 from raddino.evaluate.results import encoder_name, format_mean_std, markdown_table, write_results
+from raddino.features.cache import FeatureConfig, FeatureTable, extract_features
 from raddino.io.manifest import ManifestError, load_inputs
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """``raddino probe``: multi-label linear probing of a frozen encoder, the paper's classification protocol.
 
-Features are extracted once into the cache (:mod:`raddino.evaluate.features`); for every seed, one linear
+Features are extracted once into the cache (:mod:`raddino.features.cache`); for every seed, one linear
 head per (feature choice, learning rate) is trained in a single pass, the head with the best validation
 macro AUPRC is kept, and its test AUPRC / AUROC per finding are recorded. The report is mean ± std over the
 seeds (paper §4.2: 5 seeds, AUPRC per finding and macro). ``method: sklearn`` fits scikit-learn logistic
@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from raddino.config import config_to_dict, save_config
-from raddino.evaluate.features import FeatureConfig
 from raddino.evaluate.labelled import LabelledFeatures, load_labelled
 from raddino.evaluate.labels import UncertainPolicy
 from raddino.evaluate.linear_heads import HeadSpec, HeadTraining, train_linear_heads
 from raddino.evaluate.metrics import MeanStd, auprc_per_label, auroc_per_label, macro, mean_std
 from raddino.evaluate.results import encoder_name, format_mean_std, markdown_table, write_json, write_results
+from raddino.features.cache import FeatureConfig
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from raddino.evaluate.features import FeatureConfig, FeatureError
 from raddino.evaluate.seg_data import random_affine
+from raddino.features.cache import FeatureConfig, FeatureError
 
 AUGMENTABLE = ("cls", "patch_mean")
 
@@ -35,9 +35,9 @@ class AugmentedTrainFeatures:
     def __init__(
         self, paths: Sequence[Path], choices: Sequence[str], features: FeatureConfig, seed: int
     ) -> None:
-        from raddino.distributed import pick_device
-        from raddino.evaluate.embed import preprocess_config_for
+        from raddino.features.embed import preprocess_config_for
         from raddino.models import load_encoder
+        from raddino.training.distributed import pick_device
 
         unsupported = sorted({p for c in choices for p in c.split("+")} - set(AUGMENTABLE))
         if unsupported:

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import torch
 
 from raddino.config import save_config
-from raddino.evaluate.embedding_store import EmbeddingStore, read_embeddings
 from raddino.evaluate.knn import l2_normalize, nearest
 from raddino.evaluate.results import markdown_table, write_json
+from raddino.features.store import EmbeddingStore, read_embeddings
 from raddino.io.atomic import atomic_path, atomic_write_text
 
 
@@ -77,10 +77,10 @@ def _recorded_model(embeddings: Path) -> str:
 def embed_query(image: Path, model: str, column: str, device: str = "auto") -> np.ndarray:
     """(1, D) vector of one image with ``model`` and the model's preprocessing."""
     from raddino.data.preprocess import InferencePreprocessor
-    from raddino.distributed import pick_device
-    from raddino.evaluate.embed import preprocess_config_for
+    from raddino.features.embed import preprocess_config_for
     from raddino.io.images import read_image
     from raddino.models import load_encoder
+    from raddino.training.distributed import pick_device
 
     target = pick_device(device, 0)  # type: ignore[arg-type]
     encoder = load_encoder(model).to(target).eval()

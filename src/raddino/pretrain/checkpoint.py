@@ -31,10 +31,10 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from raddino.distributed import DistributedContext
 from raddino.io.atomic import atomic_write_text
 from raddino.io.state_file import StateFileError, capture_rng, load_state, restore_rng, save_state
 from raddino.pretrain.meta_arch import rename_legacy_parts
+from raddino.training.distributed import DistributedContext
 
 _NAME = re.compile(r"^iteration_(\d+)\.pt$")
 # What io.atomic's mkstemp leaves when a process is killed while writing a checkpoint or last.txt.

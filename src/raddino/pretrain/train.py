@@ -31,7 +31,6 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from raddino.config import config_to_dict, save_config
-from raddino.distributed import DistributedContext, init_distributed
 from raddino.io.failures import FailureLog
 from raddino.io.manifest import Manifest, load_inputs
 from raddino.pretrain.checkpoint import TrainingState, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -44,6 +43,7 @@ from raddino.pretrain.metrics import MetricsLog
 from raddino.pretrain.param_groups import apply_schedules, build_param_groups
 from raddino.pretrain.sampler import StreamSampler
 from raddino.pretrain.schedules import cosine_schedule, teacher_temperature_schedule
+from raddino.training.distributed import DistributedContext, init_distributed
 from raddino.training.parallel import clip_gradients, gradient_sync, unwrap, wrap_for_training
 
 StepCallback = Callable[[int, dict[str, float]], None]

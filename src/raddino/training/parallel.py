@@ -6,7 +6,7 @@ transformer block of every :class:`~raddino.models.Encoder` inside the network i
 trained one shard for shard (an EMA teacher) are sharded the same way, so their local shards line up. With
 DDP only the trained network is wrapped; every process keeps a full copy of the others, kept identical by
 identical updates. A single process wraps nothing. The process group itself is set up by
-:func:`raddino.distributed.init_distributed`.
+:func:`raddino.training.distributed.init_distributed`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from raddino.distributed import DistributedContext
 from raddino.models import Encoder
+from raddino.training.distributed import DistributedContext
 
 ParallelStrategy = Literal["fsdp", "ddp"]
 

@@ -93,7 +93,7 @@ def load_model(source: str) -> tuple[Encoder, PreprocessConfig]:
     Raises:
         raddino.models.ModelLoadError: the source cannot be loaded (the message names it).
     """
-    from raddino.evaluate.embed import preprocess_config_for
+    from raddino.features.embed import preprocess_config_for
 
     encoder = load_encoder(source).eval()
     return encoder, preprocess_config_for(source)

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from raddino.cli import app
-from raddino.evaluate.features import FeatureConfig
 from raddino.evaluate.report import ReportTrainConfig, load_language_model, train_report_model
+from raddino.features.cache import FeatureConfig
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:

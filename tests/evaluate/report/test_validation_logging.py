@@ -12,7 +12,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from raddino.evaluate.features import FeatureConfig
 from raddino.evaluate.report import (
     ReportCollator,
     ReportTrainConfig,
@@ -23,6 +22,7 @@ from raddino.evaluate.report import (
 )
 from raddino.evaluate.report.steps import record_validation, validation_loss
 from raddino.evaluate.report.studies import load_studies
+from raddino.features.cache import FeatureConfig
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -1,6 +1,6 @@
 """Frozen features for the evaluations, extracted once with ``raddino embed`` and reused from a cache.
 
-The cache is an embeddings run (see :mod:`raddino.evaluate.embedding_store`) in ``cache_dir``, named after
+The cache is an embeddings run (see :mod:`raddino.features.store`) in ``cache_dir``, named after
 the manifest, the model and the intermediate layers, so every probe, seed and head of every later command
 reads the same file; an interrupted extraction resumes, and a grown manifest only embeds its new rows.
 
@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from safetensors import safe_open
 
-from raddino.evaluate.embedding_store import read_embeddings
+from raddino.features.store import read_embeddings
 
 logger = logging.getLogger(__name__)
 _LAYER_NAME = re.compile(r"^layer(-?\d+)_(cls|patch_mean)$")
@@ -104,7 +104,7 @@ def extract_features(
         return path, 0
     if not config.model:
         raise FeatureError("no encoder: set 'model' (or 'embeddings' to use an existing embeddings file)")
-    from raddino.evaluate.embed import EmbedConfig, embed  # heavy imports only when extracting
+    from raddino.features.embed import EmbedConfig, embed  # heavy imports only when extracting
 
     layers = sorted(set(config.layers) | set(required_layers(choices)))
     out = cache_path(input, config.model, layers, config.cache_dir, config.preprocess)

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from raddino.cli import app
 from raddino.data.preprocess import InferencePreprocessor, PreprocessConfig
-from raddino.evaluate.embed import EmbedConfig, embed
-from raddino.evaluate.embedding_store import EmbeddingStoreError, read_embeddings, read_tokens
+from raddino.features.embed import EmbedConfig, embed
+from raddino.features.store import EmbeddingStoreError, read_embeddings, read_tokens
 from raddino.io.images import read_image
 from raddino.io.manifest import write_manifest
 from raddino.models import load_encoder
@@ -108,7 +108,7 @@ def test_patch_tokens_are_stored_per_image(tmp_path, xray_folder, tiny_encoder_d
 def test_interrupted_run_resumes_without_recomputing_or_duplicating(
     tmp_path, xray_folder, tiny_encoder_dir, monkeypatch
 ):
-    from raddino.evaluate import embed as embed_module
+    from raddino.features import embed as embed_module
 
     calls = {"batches": 0}
     original = embed_module._encode

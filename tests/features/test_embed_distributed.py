@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch.multiprocessing as mp
 
-from raddino.evaluate.embed import EmbedConfig, embed
-from raddino.evaluate.embedding_store import read_embeddings
+from raddino.features.embed import EmbedConfig, embed
+from raddino.features.store import read_embeddings
 
 
 def _free_port() -> int:

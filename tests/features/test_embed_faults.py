@@ -22,10 +22,10 @@ from typer.testing import CliRunner
 
 from raddino.cli import app
 from raddino.data.preprocess import PreprocessConfig
-from raddino.evaluate import embed as embed_module
-from raddino.evaluate.embed import EmbedConfig, embed
-from raddino.evaluate.embed_setup import EmbedOptionError, resolve_preprocess
-from raddino.evaluate.embedding_store import EmbeddingWriteError, read_embeddings
+from raddino.features import embed as embed_module
+from raddino.features.embed import EmbedConfig, embed
+from raddino.features.options import EmbedOptionError, resolve_preprocess
+from raddino.features.store import EmbeddingWriteError, read_embeddings
 from raddino.io.lock import LockError, OutputLock, this_host
 from raddino.models import load_encoder, save_dinov2_weights
 
@@ -260,7 +260,7 @@ def test_the_models_own_preprocessing_is_used_and_logged(tmp_path, tiny_encoder_
     )
     (model / "preprocessor_config.json").write_text(json.dumps(imagenet.to_processor_dict()))
 
-    with caplog.at_level(logging.INFO, logger="raddino.evaluate.embed"):
+    with caplog.at_level(logging.INFO, logger="raddino.features.embed"):
         used = embed_module.preprocess_config_for(str(model))
     assert used.image_mean == (0.485, 0.456, 0.406)
     assert f"preprocessing from {model / 'preprocessor_config.json'}: " in caplog.text

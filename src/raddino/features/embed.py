@@ -5,7 +5,7 @@ merges the shards::
 
     torchrun --nproc_per_node=8 -m raddino embed xrays/ --model microsoft/rad-dino --out emb.parquet
 
-Before anything is written the options are checked against the model (:mod:`raddino.evaluate.embed_setup`)
+Before anything is written the options are checked against the model (:mod:`raddino.features.options`)
 and the output is locked (:mod:`raddino.io.lock`): a second run on the same ``--out`` is refused.
 """
 
@@ -26,13 +26,13 @@ from tqdm import tqdm
 from raddino.config import save_config
 from raddino.data.image_dataset import ManifestImageDataset, collate_images
 from raddino.data.preprocess import InferencePreprocessor, PreprocessConfig
-from raddino.distributed import DistributedContext, init_distributed
-from raddino.evaluate.embed_setup import check_device, check_options, describe_preprocess, resolve_preprocess
-from raddino.evaluate.embedding_store import EmbeddingStore, ShardWriter, TokensFormat, writing
+from raddino.features.options import check_device, check_options, describe_preprocess, resolve_preprocess
+from raddino.features.store import EmbeddingStore, ShardWriter, TokensFormat, writing
 from raddino.io.failures import FailureLog
 from raddino.io.lock import LockError, OutputLock
 from raddino.io.manifest import Manifest, load_inputs
 from raddino.models import Encoder, load_encoder
+from raddino.training.distributed import DistributedContext, init_distributed
 
 logger = logging.getLogger(__name__)
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -120,7 +120,7 @@ class EmbedSummary:
 def preprocess_config_for(source: str, preprocess: str = "") -> PreprocessConfig:
     """The preprocessing of model ``source``: ``preprocess`` when given, else the model's own.
 
-    See :func:`raddino.evaluate.embed_setup.resolve_preprocess`; the values used and where they came from
+    See :func:`raddino.features.options.resolve_preprocess`; the values used and where they came from
     are logged.
 
     Raises:
