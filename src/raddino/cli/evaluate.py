@@ -29,7 +29,7 @@ DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps."
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    from raddino.evaluate.embedding_store import EmbeddingStoreError
+    from raddino.features.store import EmbeddingStoreError
     from raddino.io.manifest import ManifestError
     from raddino.io.state_file import StateFileError
     from raddino.training import TrainingError

@@ -169,9 +169,9 @@ class _Runner:
     """Holds what every head of a run shares: samples, frozen features, splits, checkpoints."""
 
     def __init__(self, config: SegmentConfig, callbacks: Sequence[Callback] = ()) -> None:
-        from raddino.distributed import pick_device
-        from raddino.evaluate.embed import preprocess_config_for
+        from raddino.features.embed import preprocess_config_for
         from raddino.models import load_encoder
+        from raddino.training.distributed import pick_device
 
         self.config = config
         self.out = Path(config.out)

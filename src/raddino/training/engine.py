@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import torch.distributed as dist
 
-from raddino.distributed import DistributedContext
 from raddino.io.state_file import capture_rng, restore_rng
+from raddino.training.distributed import DistributedContext
 from raddino.training.metrics import CsvView, MetricsLog
 from raddino.training.precision import MixedPrecision
 from raddino.training.progress import Progress
