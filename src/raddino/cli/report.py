@@ -27,11 +27,22 @@ SplitOption = Annotated[str | None, typer.Option(help="Manifest split to use (''
 
 
 def _errors() -> tuple[type[BaseException], ...]:
-    from raddino.evaluate.embedding_store import EmbeddingStoreError
-    from raddino.evaluate.features import FeatureError
+    from raddino.features.cache import FeatureError
+    from raddino.features.store import EmbeddingStoreError
     from raddino.io.manifest import ManifestError
+    from raddino.io.state_file import StateFileError
+    from raddino.training import TrainingError
 
-    return (ConfigError, ManifestError, FeatureError, EmbeddingStoreError, ValueError, OSError)
+    return (
+        ConfigError,
+        ManifestError,
+        FeatureError,
+        EmbeddingStoreError,
+        StateFileError,
+        TrainingError,
+        ValueError,
+        OSError,
+    )
 
 
 @report_app.command("train")

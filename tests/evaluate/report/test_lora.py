@@ -12,7 +12,6 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from raddino.cli import app
-from raddino.evaluate.features import FeatureConfig
 from raddino.evaluate.report import (
     ReportCollator,
     ReportTrainConfig,
@@ -24,6 +23,7 @@ from raddino.evaluate.report import (
 )
 from raddino.evaluate.report.data import ReportItem
 from raddino.evaluate.report.lora import LoraSettings
+from raddino.features.cache import FeatureConfig
 
 pytest.importorskip("peft", reason="LoRA needs peft (in the dev extra)")
 
@@ -93,7 +93,7 @@ def test_resumed_lora_training_equals_uninterrupted_training(
         _config(report_manifest, tiny_encoder_dir, tiny_lm_dir, tmp_path / "b", cache, max_steps=3)
     )
     assert not stopped.complete
-    assert (tmp_path / "b" / "checkpoint" / "lora_adapter" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "b" / "checkpoints" / "step_0000003.pt").is_file()
     resumed = train_report_model(
         _config(report_manifest, tiny_encoder_dir, tiny_lm_dir, tmp_path / "b", cache)
     )

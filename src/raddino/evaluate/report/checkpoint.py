@@ -1,11 +1,12 @@
-"""Saving and loading a report generator: the finished model folder and the resumable training state.
+"""Saving and loading a report generator: the finished model folder and the best-on-validation one.
 
 A trained folder holds ``report_model.json`` (encoder, layer, prompt, sizes), ``projector.safetensors`` and
 ``language_model/`` (a transformers folder with its tokenizer; absent when only the projector was trained,
 then ``report_model.json`` names the language model it was trained on; ``lora_adapter/`` instead when LoRA
-adapters were trained, see :mod:`raddino.evaluate.report.lora`). ``checkpoint/`` holds the same plus
-``trainer.pt`` (optimiser, schedule, step, RNG); it is written beside and swapped in, so a crash while
-saving leaves the previous checkpoint whole.
+adapters were trained, see :mod:`raddino.evaluate.report.lora`). ``best/`` holds the same for the epoch of
+lowest validation loss; it is written beside and swapped in, so a crash while saving leaves it whole. The
+resumable training state is the engine's (``checkpoints/``, :mod:`raddino.training.run_folder`); the
+``checkpoint/`` folders of earlier versions held a pickled ``trainer.pt`` and are not read.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
@@ -24,6 +23,7 @@ from raddino.evaluate.report.language_model import load_language_model
 from raddino.evaluate.report.lora import ADAPTER_FOLDER, is_lora, load_adapters, save_adapters
 from raddino.evaluate.report.model import Projector, ReportGenerator, embedding_width
 from raddino.io.atomic import atomic_write_text
+from raddino.io.state_file import StateFileError
 
 MODEL_FILE = "report_model.json"
 
@@ -103,21 +103,6 @@ def load_report_model(
     return ReportGenerator(projector, language_model), tokenizer, info
 
 
-def save_checkpoint(
-    out: Path,
-    model: ReportGenerator,
-    tokenizer: PreTrainedTokenizerBase,
-    info: ReportModelInfo,
-    trainer_state: dict[str, Any],
-    save_language_model: bool,
-) -> Path:
-    """Write ``out/checkpoint`` whole: into a fresh folder first, then swapped in."""
-    staging = _staging(out / "checkpoint")
-    save_report_model(model, tokenizer, info, staging, save_language_model)
-    torch.save(trainer_state, staging / "trainer.pt")
-    return _swap_in(staging, out / "checkpoint")
-
-
 def save_best(
     out: Path,
     model: ReportGenerator,
@@ -162,9 +147,16 @@ def _swap_in(staging: Path, target: Path) -> Path:
     return target
 
 
-def find_checkpoint(out: Path) -> Path | None:
-    """The latest complete checkpoint of a run (the previous one if a swap was interrupted)."""
-    for candidate in (out / "checkpoint", out / "checkpoint.previous"):
-        if (candidate / "trainer.pt").is_file() and (candidate / MODEL_FILE).is_file():
-            return candidate
-    return None
+def refuse_earlier_checkpoint(out: Path, hint: str) -> None:
+    """Stop with one line when ``out`` holds a checkpoint of an earlier raddino version (``checkpoint/``
+    with a pickled ``trainer.pt``): resuming it would mean unpickling a file found in a folder.
+
+    Raises:
+        StateFileError: names the folder and what to do (``hint``).
+    """
+    for name in ("checkpoint", "checkpoint.previous"):
+        if (out / name / "trainer.pt").is_file():
+            raise StateFileError(
+                f"{out / name}: a report-training checkpoint of an earlier raddino version, which is not "
+                f"read (its trainer.pt could run code when loaded); {hint}"
+            )

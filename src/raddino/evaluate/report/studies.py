@@ -1,6 +1,6 @@
 """Studies for report generation: manifest rows with a report, and their frozen image tokens.
 
-The image tokens are extracted once into the shared feature cache (:mod:`raddino.evaluate.features`, i.e.
+The image tokens are extracted once into the shared feature cache (:mod:`raddino.features.cache`, i.e.
 ``raddino embed`` with ``layers=[layer]``) and read back per study; training, generation and every later
 run over the same manifest and encoder reuse them.
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from raddino.evaluate.features import FeatureConfig, extract_features
 from raddino.evaluate.report.data import ReportDataset, TokenStore
+from raddino.features.cache import FeatureConfig, extract_features
 from raddino.io.failures import FailureLog
 from raddino.io.manifest import ManifestError, read_manifest
 

@@ -9,54 +9,42 @@ With ``val_split`` set, the loss on that split is measured after every epoch and
 epoch with the lowest one (``out/best`` while training); ``early_stopping_patience`` ends the run after
 that many epochs without improvement. A small data set is memorised within a few epochs (the training
 loss keeps falling while the validation loss rises), and the memorised model writes worse reports.
-Scalars (loss, learning rate, validation loss) go to ``train_log.csv``, ``metrics.jsonl`` and, when
-``tensorboard`` is installed, ``tensorboard/`` (``tensorboard --logdir OUT/tensorboard``).
+The loop is :mod:`raddino.training`'s engine (the task is :class:`~raddino.evaluate.report.steps.ReportTask`):
+checkpoints in ``out/checkpoints/`` (tensors and plain values, read back with ``weights_only=True``), and
+scalars (``train/loss``, ``train/learning_rate``: the rate the step used, ``val/loss``) in ``metrics.jsonl``,
+in ``train_log.csv`` / ``val_log.csv`` derived from it (a resumed run drops the steps after its checkpoint,
+so each step appears once) and, when ``tensorboard`` is installed, in ``tensorboard/``
+(``tensorboard --logdir OUT/tensorboard``).
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
-import random
-import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import numpy as np
-import torch
-from tqdm import tqdm
-from transformers import get_cosine_schedule_with_warmup
-
-from raddino.config import save_config
-from raddino.distributed import pick_device
-from raddino.evaluate.features import FeatureConfig
-from raddino.evaluate.report.checkpoint import (
-    ReportModelInfo,
-    find_checkpoint,
-    load_report_model,
-    promote,
-    save_best,
-    save_checkpoint,
-    save_report_model,
-)
-from raddino.evaluate.report.data import ReportCollator, prompt_layout
-from raddino.evaluate.report.language_model import load_language_model
-from raddino.evaluate.report.lora import LoraSettings, add_lora
-from raddino.evaluate.report.model import PROMPT, Projector, ReportGenerator, embedding_width
-from raddino.evaluate.report.precision import Precision, grad_scaler
-from raddino.evaluate.report.steps import (
-    append_val_log,
-    optimizer_step,
-    record_validation,
-    validation_loss,
-)
+from raddino.evaluate.report.checkpoint import promote, refuse_earlier_checkpoint, save_report_model
+from raddino.evaluate.report.lora import LoraSettings
+from raddino.evaluate.report.model import PROMPT
+from raddino.evaluate.report.steps import ReportTask
 from raddino.evaluate.report.studies import StudySelection, load_studies
+from raddino.features.cache import FeatureConfig
 from raddino.io.atomic import atomic_write_text
 from raddino.io.failures import FailureLog
-from raddino.pretrain.metrics import MetricsLog
+from raddino.training import (
+    Callback,
+    CsvColumn,
+    CsvView,
+    Engine,
+    Plan,
+    Precision,
+    RunFolder,
+    resolve_precision,
+)
+from raddino.training.distributed import pick_device
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +58,7 @@ class ReportTrainConfig:
     language_model: str = ""
     """Causal LM: a transformers folder (with its tokenizer) or a hub id (downloads)."""
     out: str = "report_model"
-    """Output folder: the trained model, ``checkpoint/``, ``train_log.csv``, ``errors.csv``."""
+    """Output folder: the trained model, ``checkpoints/``, ``train_log.csv``, ``errors.csv``."""
     features: FeatureConfig = field(default_factory=FeatureConfig)
     """The frozen encoder (``features.model``) or an embeddings file, and the feature cache."""
     layer: int = -1
@@ -161,68 +149,69 @@ class ReportTrainSummary:
         )
 
 
-def _epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(count)
-
-
 RUN_FILES = (
-    "checkpoint",
+    "checkpoint",  # the folders of an earlier raddino version's checkpoints
     "checkpoint.previous",
+    "checkpoint.saving",
     "best",
     "best.previous",
+    "best.saving",
     "train_log.csv",
     "val_log.csv",
-    "metrics.jsonl",
-    "tensorboard",
     "errors.csv",
     "report_model.json",
 )
+LOGS = (
+    CsvView(
+        "train_log.csv",
+        [
+            CsvColumn("step", "iteration", "d"),
+            CsvColumn("epoch", "train/epoch", "d"),
+            CsvColumn("loss", "train/loss", ".6f"),
+            CsvColumn("learning_rate", "train/learning_rate", ".3e"),
+        ],
+    ),
+    CsvView(
+        "val_log.csv",
+        [
+            CsvColumn("step", "iteration", "d"),
+            CsvColumn("epoch", "val/epoch", "d"),
+            CsvColumn("val_loss", "val/loss", ".6f"),
+            CsvColumn("best", "val/best", "d"),
+        ],
+    ),
+)
+_RESTART = "rerun with --overwrite to start afresh"
 
 
-def _build_model(
-    config: ReportTrainConfig, vision_dim: int, num_image_tokens: int
-) -> tuple[ReportGenerator, Any, ReportModelInfo]:
-    """A fresh projector on the configured LM (wrapped in LoRA adapters for ``trainable: lora``)."""
-    language_model, tokenizer = load_language_model(config.language_model)
-    torch.manual_seed(config.seed)
-    projector = Projector(vision_dim, embedding_width(language_model), config.projector_dropout)
-    if config.trainable == "lora":
-        language_model = add_lora(language_model, config.lora)
-    else:
-        language_model.requires_grad_(config.trainable == "projector+lm")
-    info = ReportModelInfo(
-        encoder=config.features.model or config.features.embeddings,
-        layer=config.layer,
-        vision_dim=vision_dim,
-        num_image_tokens=num_image_tokens,
-        prompt=config.prompt,
-        max_report_tokens=config.max_report_tokens,
-        language_model=config.language_model,
-        zero_images=config.zero_images,
-    )
-    return ReportGenerator(projector, language_model), tokenizer, info
-
-
-def train_report_model(config: ReportTrainConfig) -> ReportTrainSummary:
+def train_report_model(config: ReportTrainConfig, callbacks: Sequence[Callback] = ()) -> ReportTrainSummary:
     """Train a report generator on ``config.input``; rerunning the same command resumes it.
+
+    Args:
+        config: The settings.
+        callbacks: Called after every step with the steps done and the step's ``train`` record.
 
     Returns:
         The summary; studies without an embedded image or a report are listed in ``out/errors.csv``.
+
+    Raises:
+        StateFileError: a checkpoint in ``out`` is corrupt, refused as unsafe, or from an earlier version.
+        CheckpointMismatchError: the checkpoint was trained with other settings (LoRA or not).
+        NonFiniteLossError: the loss became NaN or infinite.
     """
     started = time.perf_counter()
     if not config.input or not config.language_model:
         raise ValueError("set 'input' (a manifest CSV with reports) and 'language_model'")
     out = Path(config.out)
+    run = RunFolder(out, "report-training checkpoint", _RESTART)
     if config.overwrite:
-        for name in RUN_FILES:
-            path = out / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+        run.clear(RUN_FILES)
+    else:
+        refuse_earlier_checkpoint(out, _RESTART)
     out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "train_config.yaml")
+    run.save_config(config, "train_config.yaml")
     device = pick_device(config.device, 0)
+    precision = resolve_precision(config.precision, device)
     failures = FailureLog(out / "errors.csv")
     failures.reset()  # the selection is redone on every (re)run: list its left-out studies once
     dataset = load_studies(config.input, config.studies, config.features, config.layer, failures)
@@ -231,68 +220,17 @@ def train_report_model(config: ReportTrainConfig) -> ReportTrainSummary:
         val_selection = StudySelection(**{**config.studies.__dict__, "split": config.val_split})
         val_dataset = load_studies(config.input, val_selection, config.features, config.layer, failures)
     first = dataset[0].image_tokens  # (N, D_vision)
-
-    checkpoint = find_checkpoint(out)
-    if checkpoint is not None:
-        model, tokenizer, info = load_report_model(checkpoint, trainable_adapters=True)
-        if bool(info.adapter) != (config.trainable == "lora"):
-            raise ValueError(
-                f"{checkpoint}: trained with{'' if info.adapter else 'out'} LoRA adapters, but trainable is "
-                f"'{config.trainable}'; keep the setting or pass overwrite to start afresh"
-            )
-        if config.trainable != "lora":
-            model.language_model.requires_grad_(config.trainable == "projector+lm")
-        model.projector.dropout.p = config.projector_dropout
-        state = torch.load(checkpoint / "trainer.pt", map_location="cpu", weights_only=False)
-        logger.info("resuming %s at step %d", checkpoint, state["step"])
-    else:
-        model, tokenizer, info = _build_model(config, int(first.shape[-1]), int(first.shape[0]))
-        state = None
-    train_lm = config.trainable == "projector+lm"
-    model.to(device).train()
-    layout = prompt_layout(tokenizer, info.num_image_tokens, info.prompt)
-    collate = ReportCollator(
-        tokenizer, layout, "train", config.max_report_tokens, zero_images=info.zero_images
+    task = ReportTask(config, dataset, val_dataset, out, int(first.shape[-1]), int(first.shape[0]))
+    plan = Plan(
+        total_steps=task.total_steps,
+        steps_per_epoch=task.steps_per_epoch,
+        checkpoint_every=config.checkpoint_every,
+        stop_at=config.max_steps or None,
     )
-
-    steps_per_epoch = math.ceil(len(dataset) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(
-        model.trainable_parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    schedule = get_cosine_schedule_with_warmup(
-        optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps
-    )
-    scaler = grad_scaler(device, config.precision)
-    step = 0
-    # validation record: lowest loss, its 1-based epoch, epochs since it, whether patience ran out
-    best: dict[str, Any] = {"loss": math.inf, "epoch": 0, "since": 0, "stopped": False}
-    if state is not None:
-        best = state.get("best", best)
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        step = int(state["step"])
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate(state["python_rng"])
-
-    def checkpoint_now() -> None:
-        trainer_state = {
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "step": step,
-            "torch_rng": torch.get_rng_state(),
-            "python_rng": random.getstate(),
-            "best": best,
-        }
-        save_checkpoint(out, model, tokenizer, info, trainer_state, train_lm)
-
     logger.info(
         "%d studies, %d steps/epoch × %d epochs, batch %d (micro-batch %d), lr %.2e, training %s on %s",
         len(dataset),
-        steps_per_epoch,
+        task.steps_per_epoch,
         config.epochs,
         config.batch_size,
         config.micro_batch_size,
@@ -300,77 +238,25 @@ def train_report_model(config: ReportTrainConfig) -> ReportTrainSummary:
         config.trainable,
         device,
     )
-    log_path = out / "train_log.csv"
-    new_log = not log_path.exists()
-    stop_at = min(total_steps, config.max_steps) if config.max_steps else total_steps
-    loss_value = float("nan")
-    metrics = MetricsLog(out, resume_from=step if state is not None else None)
-    with open(log_path, "a", newline="", encoding="utf-8") as log_file:
-        log = csv.writer(log_file)
-        if new_log:
-            log.writerow(["step", "epoch", "loss", "learning_rate"])
-        progress = tqdm(total=total_steps, initial=step, unit="step", desc="report train", dynamic_ncols=True)
-        while step < stop_at and not best["stopped"]:
-            epoch, position = divmod(step, steps_per_epoch)
-            order = _epoch_order(len(dataset), config.seed, epoch)
-            batch_indices = order[position * config.batch_size : (position + 1) * config.batch_size]
-            loss_value = optimizer_step(
-                model,
-                dataset,
-                collate,
-                batch_indices.tolist(),
-                optimizer,
-                scaler,
-                config.micro_batch_size,
-                config.max_grad_norm,
-                config.precision,
-                device,
-            )
-            schedule.step()
-            step += 1
-            learning_rate = schedule.get_last_lr()[0]
-            log.writerow([step, epoch, f"{loss_value:.6f}", f"{learning_rate:.3e}"])
-            log_file.flush()
-            metrics.log(step, {"train/loss": loss_value, "train/learning_rate": learning_rate})
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss_value:.4f}", epoch=epoch, refresh=False)
-            if val_dataset is not None and step % steps_per_epoch == 0:
-                val_loss = validation_loss(
-                    model, val_dataset, collate, config.micro_batch_size, config.precision, device
-                )
-                record_validation(best, val_loss, epoch + 1, config.early_stopping_patience)
-                if best["epoch"] == epoch + 1:
-                    save_best(out, model, tokenizer, info, train_lm)
-                append_val_log(out / "val_log.csv", step, epoch + 1, val_loss, best["epoch"] == epoch + 1)
-                metrics.log(step, {"val/loss": val_loss})
-                logger.info("epoch %d: val loss %.4f (best %.4f)", epoch + 1, val_loss, best["loss"])
-            if (
-                step % config.checkpoint_every == 0
-                or step % steps_per_epoch == 0
-                or step == stop_at
-                or best["stopped"]
-            ):
-                checkpoint_now()
-        progress.close()
-    metrics.close()
-
-    complete = step >= total_steps or bool(best["stopped"])
-    if complete:
+    advice = "lower learning_rate or raise warmup_ratio"
+    fit = Engine(task, run, plan, precision, views=LOGS, callbacks=callbacks, advice=advice).fit()
+    if fit.complete:
         if val_dataset is not None and (out / "best").is_dir():
             promote(out / "best", out)
         else:
-            save_report_model(model, tokenizer, info, out, train_lm)
+            save_report_model(task.model, task.tokenizer, task.info, out, config.trainable == "projector+lm")
         atomic_write_text(out / "README.txt", f"Report generator trained by raddino on {config.input}.\n")
+    chosen = val_dataset is not None and bool(task.best["epoch"])
     return ReportTrainSummary(
         studies=len(dataset),
-        steps=step,
-        total_steps=total_steps,
-        final_loss=loss_value,
+        steps=fit.step,
+        total_steps=task.total_steps,
+        final_loss=fit.last.get("train/loss", float("nan")),
         out=out,
-        complete=complete,
+        complete=fit.complete,
         seconds=time.perf_counter() - started,
         skipped_studies=failures.count,
-        best_val_loss=best["loss"] if val_dataset is not None and best["epoch"] else None,
-        best_epoch=best["epoch"] if val_dataset is not None and best["epoch"] else None,
-        stopped_early=bool(best["stopped"]),
+        best_val_loss=task.best["loss"] if chosen else None,
+        best_epoch=task.best["epoch"] if chosen else None,
+        stopped_early=bool(task.best["stopped"]),
     )
