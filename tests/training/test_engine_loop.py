@@ -144,3 +144,12 @@ def test_log_every_logs_the_last_step_too_and_a_model_that_does_not_fit_is_one_l
     ) as caught:
         _fit(tmp_path / "b", Wider())
     assert "\n" not in str(caught.value)
+
+
+def test_the_plan_checkpoints_periodically_at_chosen_epoch_ends_and_at_the_last_step() -> None:
+    plan = Plan(20, steps_per_epoch=2, checkpoint_epochs=3, checkpoint_every=7)
+    assert [done for done in range(1, 21) if plan.checkpoint_due(done)] == [6, 7, 12, 14, 18, 20]
+    assert [done for done in range(1, 21) if plan.is_epoch_end(done)] == list(range(2, 21, 2))
+    assert Plan(20, stop_at=5).last_step == 5
+    with pytest.raises(ValueError, match="checkpoint_every must be at least 1"):
+        Plan(20, checkpoint_every=0)

@@ -304,7 +304,7 @@ def train_head(
     """Train a fresh head (or finish one a killed run checkpointed in ``run``).
 
     Args:
-        run: The head's run folder: a checkpoint at every epoch's end, ``metrics.jsonl``.
+        run: The head's run folder: ``metrics.jsonl``, a checkpoint at every tenth of the epochs.
         fingerprint: Identifies the settings; a checkpoint of other settings is discarded.
         callbacks: Called after every step with the steps done and their ``train`` record.
 
@@ -312,7 +312,11 @@ def train_head(
         The head at its best validation loss, and the loss history (per epoch) with ``best_epoch``.
     """
     task = SegmentationTask(name, train, val, features, embed_dim, classes, training, seed)
-    plan = Plan(total_steps=training.epochs * task.steps_per_epoch, steps_per_epoch=task.steps_per_epoch)
+    plan = Plan(
+        total_steps=training.epochs * task.steps_per_epoch,
+        steps_per_epoch=task.steps_per_epoch,
+        checkpoint_epochs=max(1, training.epochs // 10),  # 10 checkpoints a run: the head and Adam state
+    )
     precision = MixedPrecision(features.device, None)
     engine = Engine(
         task,

@@ -9,7 +9,7 @@ and plots Dice against the number of training images (Figure 4).
 
 Trained heads are saved under ``<out>/checkpoints``; a rerun with the same settings reuses them. Each head
 trains on :mod:`raddino.training` in ``<out>/training/<head>`` (``metrics.jsonl`` with ``train/loss`` per
-step and ``val/loss`` per epoch; a checkpoint at each epoch's end, so a killed run resumes where it was);
+step and ``val/loss`` per epoch; a checkpoint every tenth of the epochs, so a killed run resumes there);
 ``overwrite`` retrains everything.
 """
 
@@ -236,8 +236,8 @@ class _Runner:
     ) -> tuple[Any, dict]:
         """A head trained on ``train``, from its checkpoint when an identical run saved one.
 
-        A head is trained on the engine in ``out/training/<tag>`` (a checkpoint at each epoch's end, so a
-        killed run resumes); the finished head goes to ``out/checkpoints/<tag>.pt``.
+        A head is trained on the engine in ``out/training/<tag>`` (checkpoints along the way, so a killed
+        run resumes); the finished head goes to ``out/checkpoints/<tag>.pt``.
         """
         path = self.out / "checkpoints" / f"{tag}.pt"
         key = hashlib.sha256(f"{self.fingerprint}/{head}/{seed}/{[s.id for s in train]}".encode()).hexdigest()

@@ -31,6 +31,7 @@ from raddino.training.task import Plan, Task
 
 logger = logging.getLogger(__name__)
 
+_SHOWN = ("train/loss", "train/learning_rate")  # beside the progress bar
 Callback = Callable[[int, Mapping[str, float]], None]
 """Called after every step (and its checkpoint) with the steps done and the step's ``train`` record."""
 
@@ -113,7 +114,7 @@ class Engine:
         try:
             while result.step < self.plan.last_step and not self.task.finished:
                 self._step(optimization, scaler, metrics, result)
-                bar.update(result.step, {k: v for k, v in result.last.items() if k in self._shown()})
+                bar.update(result.step, {k: v for k, v in result.last.items() if k in _SHOWN})
                 for callback in self.callbacks:
                     callback(result.step, result.last)
         finally:
@@ -123,9 +124,6 @@ class Engine:
             logger.info("%s: %s", self.task.description, bar.line())
         result.complete = result.step >= self.plan.total_steps or self.task.finished
         return result
-
-    def _shown(self) -> tuple[str, ...]:
-        return ("train/loss", "train/learning_rate")
 
     def _step(self, optimization: Optimization, scaler: Any, metrics: MetricsLog, result: FitResult) -> None:
         step = result.step

@@ -32,7 +32,13 @@ class Progress:
         self.started = self.last_line = time.perf_counter()
         self.log_seconds = 0.0 if bar else log_seconds
         self.bar = tqdm(
-            total=total, initial=initial, desc=description, unit="step", disable=not bar, dynamic_ncols=True
+            total=total,
+            initial=initial,
+            desc=description,
+            unit="step",
+            disable=not bar,
+            dynamic_ncols=True,
+            leave=False,  # the engine logs the session's steps/s when it ends
         )
 
     def rate(self) -> float:

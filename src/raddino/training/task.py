@@ -24,9 +24,10 @@ class Plan:
 
     Attributes:
         total_steps: Optimiser steps of the whole run (the schedules' length).
-        steps_per_epoch: Validation and a checkpoint at the end of every epoch of this many steps
-            (None: no epochs).
+        steps_per_epoch: Validation at the end of every epoch of this many steps (None: no epochs).
         checkpoint_every: Steps between checkpoints (None: epoch ends and the last step only).
+        checkpoint_epochs: A checkpoint at the end of every this many epochs (where saving is costly
+            next to an epoch); always at the end of the session.
         stop_at: Stop, with a checkpoint, after this many steps in total (``max_steps``); None runs on.
         keep_checkpoints: Checkpoints kept on disk.
         log_every: Steps between ``train/…`` records (the last step is always logged).
@@ -35,6 +36,7 @@ class Plan:
     total_steps: int
     steps_per_epoch: int | None = None
     checkpoint_every: int | None = None
+    checkpoint_epochs: int = 1
     stop_at: int | None = None
     keep_checkpoints: int = 1
     log_every: int = 1
@@ -44,10 +46,11 @@ class Plan:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 (or unset), got {value}")
-        if self.total_steps < 0 or self.keep_checkpoints < 1 or self.log_every < 1:
+        counts = (self.keep_checkpoints, self.log_every, self.checkpoint_epochs)
+        if self.total_steps < 0 or min(counts) < 1:
             raise ValueError(
-                f"total_steps must be >= 0 and keep_checkpoints, log_every >= 1; got {self.total_steps}, "
-                f"{self.keep_checkpoints}, {self.log_every}"
+                f"total_steps must be >= 0 and keep_checkpoints, log_every, checkpoint_epochs >= 1; got "
+                f"{self.total_steps}, {counts}"
             )
 
     @property
@@ -56,12 +59,15 @@ class Plan:
         return min(self.total_steps, self.stop_at) if self.stop_at else self.total_steps
 
     def is_epoch_end(self, done: int) -> bool:
-        return bool(self.steps_per_epoch) and done % self.steps_per_epoch == 0  # type: ignore[operator]
+        return self.steps_per_epoch is not None and done % self.steps_per_epoch == 0
 
     def checkpoint_due(self, done: int) -> bool:
-        """At ``checkpoint_every``, at epoch ends and at the last step of the session."""
-        periodic = bool(self.checkpoint_every) and done % self.checkpoint_every == 0  # type: ignore[operator]
-        return periodic or self.is_epoch_end(done) or done == self.last_step
+        """At ``checkpoint_every``, at every ``checkpoint_epochs``-th epoch end, at the last step."""
+        periodic = self.checkpoint_every is not None and done % self.checkpoint_every == 0
+        epochs = (
+            self.is_epoch_end(done) and (done // (self.steps_per_epoch or 1)) % self.checkpoint_epochs == 0
+        )
+        return periodic or epochs or done == self.last_step
 
 
 class Task(Protocol):
