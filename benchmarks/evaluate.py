@@ -74,8 +74,8 @@ def _write_embeddings(path: Path, ids: list[str], vectors: dict[str, np.ndarray]
 
 def cache_benchmark(work: Path, images: int) -> dict[str, float]:
     """(1) First probe extracts every image into the cache; the second reads it."""
-    from raddino.evaluate.linear_heads import HeadTraining
     from raddino.evaluate.probe import ProbeConfig, run_probe
+    from raddino.evaluate.probe.heads import HeadTraining
     from raddino.features.cache import FeatureConfig
 
     rng = np.random.default_rng(0)
@@ -111,7 +111,7 @@ def cache_benchmark(work: Path, images: int) -> dict[str, float]:
 
 def probe_speed(work: Path, images: int, epochs: int, reference_epochs: int) -> dict[str, float]:
     """(2) Ten heads in one pass over cached 768-d features, against ten separate torch loops."""
-    from raddino.evaluate.linear_heads import HeadSpec, HeadTraining, masked_bce, train_linear_heads
+    from raddino.evaluate.probe.heads import HeadSpec, HeadTraining, masked_bce, train_linear_heads
 
     rng = np.random.default_rng(0)
     labels = (rng.random((images, 8)) < 0.3).astype(np.float32)
@@ -180,8 +180,8 @@ def tells_apart(work: Path, count: int, side: int, seg_epochs: int) -> dict[str,
     from raddino.evaluate.knn import KnnConfig, run_knn
     from raddino.evaluate.metadata import MetadataConfig, run_metadata
     from raddino.evaluate.probe import ProbeConfig, run_probe
-    from raddino.evaluate.seg_train import SegTraining
-    from raddino.evaluate.segment import SegmentConfig, run_segment
+    from raddino.evaluate.segmentation import SegmentConfig, run_segment
+    from raddino.evaluate.segmentation.train import SegTraining
     from raddino.features.cache import FeatureConfig
 
     manifest = generate_phantoms(work / "phantoms", n=count, size=side, seed=0, progress=False)

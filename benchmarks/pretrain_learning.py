@@ -38,13 +38,13 @@ from benchmarks.report import write_section
 from raddino.data.phantoms import generate_phantoms
 from raddino.data.phantoms.settings import FINDINGS, PhantomSettings
 from raddino.data.preprocess import InferencePreprocessor, PreprocessConfig
-from raddino.evaluate.report.score import bootstrap
 from raddino.io.images import read_image
 from raddino.io.manifest import read_manifest
 from raddino.models import Encoder, load_encoder
 from raddino.pretrain.config import PretrainConfig, load_pretrain_config
 from raddino.pretrain.meta_arch import SSLMetaArch
 from raddino.pretrain.train import pretrain
+from raddino.reportgen.score import bootstrap
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo_cpu.yaml"
 FEATURE_SETS = ("cls", "cls+patch_mean")

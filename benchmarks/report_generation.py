@@ -83,7 +83,7 @@ def label_f1(predicted: list[dict[str, int]], truth: list[dict[str, int]]) -> tu
 def paired_differences(image_csv: Path, zeros_csv: Path, samples: int, seed: int) -> dict[str, str]:
     """ROUGE-L and BLEU-4 of the image run minus the zeros run, median [95% CI] over the same bootstrap
     resamples of the test studies (paired: each resample scores both runs on the same studies)."""
-    from raddino.evaluate.report.score import bleu4, bootstrap, read_generated, rouge_l
+    from raddino.reportgen.score import bleu4, bootstrap, read_generated, rouge_l
 
     references, with_image = read_generated(image_csv)
     references_zeros, with_zeros = read_generated(zeros_csv)
@@ -111,8 +111,8 @@ def make_data(
     """Phantoms, the frozen encoder folder and a tokenizer + tiny LM folder."""
     from raddino.data.phantoms import PhantomSettings, generate_phantoms
     from raddino.data.preprocess import PreprocessConfig
-    from raddino.evaluate.report import build_causal_lm, train_report_tokenizer
     from raddino.models import Encoder
+    from raddino.reportgen import build_causal_lm, train_report_tokenizer
 
     # phantoms are drawn at 64 px at least and resized to the encoder's ``size`` by its preprocessing
     manifest = generate_phantoms(
@@ -138,7 +138,8 @@ def make_data(
 
 
 def run(args: argparse.Namespace, root: Path) -> str:
-    from raddino.evaluate.report import (
+    from raddino.features.cache import FeatureConfig
+    from raddino.reportgen import (
         ReportGenerateConfig,
         ReportTrainConfig,
         StudySelection,
@@ -147,7 +148,6 @@ def run(args: argparse.Namespace, root: Path) -> str:
         score_reports,
         train_report_model,
     )
-    from raddino.features.cache import FeatureConfig
 
     manifest, encoder_dir, lm_dir = make_data(
         root, args.studies, args.size, args.hidden, args.subtle_fraction, args.seed

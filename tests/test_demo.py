@@ -1,4 +1,4 @@
-"""``raddino demo --quick``: every step runs end to end on built-in data, the report holds every section,
+"""``raddino demo --quick``: every step runs end to end on built-in data, the page holds every section,
 and a re-run resumes instead of redoing the work."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from raddino.cli import app
 from raddino.config import load_config
 from raddino.demo import DEMO_CPU, full_plan, quick_plan
 from raddino.pretrain.config import PretrainConfig, load_pretrain_config
-from raddino.viz.html_report import parse_markdown_tables
+from raddino.viz.page import parse_markdown_tables
 
 SECTIONS = [
     "overview",
@@ -94,7 +94,7 @@ def test_quick_demo_writes_every_section_and_a_rerun_resumes(tmp_path):
 
     # a lost step output is redone once its record is removed; the others stay skipped
     state = json.loads((out / "demo_state.json").read_text())
-    del state["report"]
+    del state["page"]
     (out / "demo_state.json").write_text(json.dumps(state))
     (out / "report.html").unlink()
     third = CliRunner().invoke(app, ["demo", "--out", str(out), "--quick", "--seed", "1"])

@@ -20,7 +20,7 @@ ENGINE_TASKS = ("segmentation", "report")
 
 @pytest.fixture(scope="session")
 def engine_data(tmp_path_factory: pytest.TempPathFactory, tiny_encoder_dir: Path) -> dict[str, Path]:
-    from raddino.evaluate.report import build_causal_lm, train_report_tokenizer
+    from raddino.reportgen import build_causal_lm, train_report_tokenizer
 
     root = tmp_path_factory.mktemp("engine-data")
     language_model = root / "lm"

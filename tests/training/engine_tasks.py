@@ -118,8 +118,8 @@ class EngineCase:
 
 def segmentation_case(data: Path, encoder: Path) -> EngineCase:
     """The linear head with affine augmentation (the generator's state matters): 3 epochs of 4 steps."""
-    from raddino.evaluate.seg_train import SegTraining
-    from raddino.evaluate.segment import SegmentConfig, run_segment
+    from raddino.evaluate.segmentation import SegmentConfig, run_segment
+    from raddino.evaluate.segmentation.train import SegTraining
 
     training = dict(epochs=3, batch_size=4, lr=5e-3, augment=True)
 
@@ -153,8 +153,8 @@ def segmentation_case(data: Path, encoder: Path) -> EngineCase:
 
 def report_case(data: Path, encoder: Path, language_model: Path, cache: Path) -> EngineCase:
     """Projector + LM with dropout and best-on-validation: 3 epochs of 2 steps of 2 micro-batches."""
-    from raddino.evaluate.report import ReportTrainConfig, train_report_model
     from raddino.features.cache import FeatureConfig
+    from raddino.reportgen import ReportTrainConfig, train_report_model
 
     features = FeatureConfig(model=str(encoder), cache_dir=str(cache), device="cpu", num_workers=0)
 

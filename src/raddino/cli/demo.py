@@ -38,4 +38,4 @@ def demo(
             f"{task}: pre-trained − random init "
             + ", ".join(f"{c} {m:+.3f}" for c, m in columns.items() if c in HEADLINE)
         )
-    typer.echo(f"report: {result.report}")
+    typer.echo(f"page: {result.page}")

@@ -237,7 +237,7 @@ def segment(
     overrides: OverrideOption = None,
 ) -> None:
     """Segmentation heads on a frozen encoder: Dice per structure, masks and overlays, few-shot curve."""
-    from raddino.evaluate.segment import SegmentConfig, run_segment
+    from raddino.evaluate.segmentation import SegmentConfig, run_segment
 
     values = {
         "input": input,

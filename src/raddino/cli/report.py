@@ -85,7 +85,7 @@ def train(
     overrides: OverrideOption = None,
 ) -> None:
     """Train the projector (and the LM or LoRA adapters) on frozen image tokens; rerun to resume."""
-    from raddino.evaluate.report.train import ReportTrainConfig, train_report_model
+    from raddino.reportgen.train import ReportTrainConfig, train_report_model
 
     values = {
         "input": input,
@@ -138,7 +138,7 @@ def generate(
     overrides: OverrideOption = None,
 ) -> None:
     """Greedy-decode a report for every study; rerun the same command to resume."""
-    from raddino.evaluate.report.generate import ReportGenerateConfig, generate_reports
+    from raddino.reportgen.generate import ReportGenerateConfig, generate_reports
 
     values = {
         "model": model,
@@ -173,8 +173,8 @@ def score(
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
 ) -> None:
     """ROUGE-L and BLEU-4 (median [95% CI], 500 bootstraps), CheXbert / RadGraph when installed."""
-    from raddino.evaluate.report.score import markdown_table, score_reports
     from raddino.io.atomic import atomic_write_text
+    from raddino.reportgen.score import markdown_table, score_reports
 
     names = list(name or [])
     if names and len(names) != len(generated):

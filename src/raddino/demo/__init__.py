@@ -3,11 +3,11 @@
 - ``plan``: the demo's sizes (:func:`full_plan`, :func:`quick_plan`) and its pre-training recipe
   ``DEMO_CPU`` (``configs/demo_cpu.yaml`` in code);
 - ``run``: the steps, resumable (:func:`run_demo`);
-- ``page``: the figures and the report page (``report.html`` / ``report.md``).
+- ``page``: the figures and the page (``report.html`` / ``report.md``).
 
 >>> from raddino.demo import quick_plan, run_demo
 >>> result = run_demo("demo_quick", quick_plan())   # doctest: +SKIP
->>> result.report                                    # doctest: +SKIP
+>>> result.page                                      # doctest: +SKIP
 PosixPath('demo_quick/report.html')
 """
 

@@ -1,9 +1,9 @@
-"""The demo's report page and its figures: what ``raddino demo`` shows once every step has run.
+"""The demo's page and its figures: what ``raddino demo`` shows once every step has run.
 
 ``figure_steps`` draws the paper's qualitative figures with the pre-trained encoder (attention maps as
-Figure A.2, correspondences as Figures 3 / A.3, a PCA map as in the DINOv2 paper); ``build_report``
-gathers them with the loss curves, the comparison tables, segmentation overlays and generated reports into
-``report.html`` (self-contained) and ``report.md``.
+Figure A.2, correspondences as Figures 3 / A.3, a PCA map as in the DINOv2 paper); ``build_page``
+gathers them with the loss curves, the comparison tables, segmentation overlays and generated radiology
+reports into ``report.html`` (self-contained) and ``report.md`` (the file names are the demo's outputs).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raddino.io.atomic import atomic_write_text
-from raddino.viz.html_report import (
+from raddino.viz.page import (
     Figure,
     ReportPairs,
     Section,
     Table,
     Text,
     parse_markdown_tables,
-    write_report,
+    write_page,
 )
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ TASK_TITLES = {
     "metadata": "Metadata prediction from frozen CLS tokens (Table 4's layout)",
     "segment": "Segmentation with a linear head on frozen patch tokens (Table 3's layout)",
 }
-# The summary metric of each task (the margins table of the report and demo.json's ``headline``).
+# The summary metric of each task (the margins table of the page and demo.json's ``headline``).
 HEADLINE = ("macro_auprc", "macro_auroc", "precision_at_k", "accuracy/sex", "accuracy/age", "dice/linear")
 # Query points as fractions of the image side: right lung, heart, left lung of a frontal phantom
 # (the patient's right is on the image's left).
@@ -123,7 +123,7 @@ def _table_sections(out: Path, margins: dict[str, dict[str, float]]) -> list[Sec
 
 
 def _report_section(folders: dict[str, Path], out: Path) -> Section:
-    from raddino.evaluate.report import markdown_table, score_reports
+    from raddino.reportgen import markdown_table, score_reports
 
     scores = [
         score_reports(folder / "reports.csv", name=name, samples=200, seed=0, optional=False)
@@ -171,7 +171,7 @@ def margins_from_results(folders: dict[str, Path]) -> dict[str, dict[str, float]
     return margins
 
 
-def build_report(out: Path, plan: DemoPlan, encoders: Sequence[str], folders: dict[str, Path]) -> None:
+def build_page(out: Path, plan: DemoPlan, encoders: Sequence[str], folders: dict[str, Path]) -> None:
     """Write ``out/report.html`` and ``out/report.md`` from the finished steps' outputs."""
     figures = out / "figures"
     margins = margins_from_results(folders)
@@ -223,7 +223,7 @@ def build_report(out: Path, plan: DemoPlan, encoders: Sequence[str], folders: di
         ),
         _overlay_section(folders),
     ]
-    write_report(
+    write_page(
         "raddino demo: pre-training on synthetic chest X-rays",
         sections,
         html_path=out / "report.html",

@@ -11,7 +11,7 @@ demo is re-run, so an interrupted demo resumes):
 4. per encoder: linear probing of the findings, kNN, metadata prediction, a linear segmentation head,
    and a tiny report generator (a 2-layer language model on the encoder's patch tokens);
 5. ``compare`` (the paper's table layout), attention maps, correspondences and a PCA map of the
-   pre-trained encoder, then ``report.html`` / ``report.md`` (:mod:`raddino.demo.page`).
+   pre-trained encoder, then the page ``report.html`` / ``report.md`` (:mod:`raddino.demo.page`).
 
 ``OUT/demo.json`` holds every step's wall time and, per table column, the pre-trained encoder's margin
 over random init.
@@ -46,7 +46,8 @@ class DemoResult:
     """task → column → pre-trained minus random-init mean."""
 
     @property
-    def report(self) -> Path:
+    def page(self) -> Path:
+        """The demo's page, ``report.html``."""
         return self.out / "report.html"
 
 
@@ -127,19 +128,19 @@ def _train_reports(manifest: Path) -> list[str]:
 def _evaluations(plan: DemoPlan, manifest: Path, model: Path, out: Path, cache: Path, lm: Path) -> dict:
     """One encoder's evaluation steps (name → action), results under ``out``."""
     from raddino.evaluate.knn import KnnConfig, run_knn
-    from raddino.evaluate.linear_heads import HeadTraining
     from raddino.evaluate.metadata import MetadataConfig, run_metadata
     from raddino.evaluate.probe import ProbeConfig, run_probe
-    from raddino.evaluate.report import (
+    from raddino.evaluate.probe.heads import HeadTraining
+    from raddino.evaluate.segmentation import SegmentConfig, run_segment
+    from raddino.evaluate.segmentation.train import SegTraining
+    from raddino.features.cache import FeatureConfig
+    from raddino.reportgen import (
         ReportGenerateConfig,
         ReportTrainConfig,
         StudySelection,
         generate_reports,
         train_report_model,
     )
-    from raddino.evaluate.seg_train import SegTraining
-    from raddino.evaluate.segment import SegmentConfig, run_segment
-    from raddino.features.cache import FeatureConfig
 
     features = FeatureConfig(model=str(model), cache_dir=str(cache), num_workers=0, device="cpu")
     inputs = str(manifest)
@@ -215,7 +216,7 @@ def _evaluations(plan: DemoPlan, manifest: Path, model: Path, out: Path, cache: 
     }
 
 
-# The columns of the report's tables: the paper's summary metrics, then per-finding AUPRC as Table 2.
+# The columns of the page's tables: the paper's summary metrics, then per-finding AUPRC as Table 2.
 FINDINGS = ("cardiomegaly", "pleural_effusion", "lung_opacity", "nodule", "pneumothorax", "fibrosis")
 TABLE_COLUMNS = (
     "macro_auprc",
@@ -240,9 +241,9 @@ def run_demo(out: str | Path = "demo", plan: DemoPlan | None = None, seed: int =
         The steps run and skipped, their wall times and the pre-trained encoder's margins.
     """
     from raddino.data.phantoms import PhantomSettings, generate_phantoms
-    from raddino.demo.page import build_report, figure_steps, margins_from_results
+    from raddino.demo.page import build_page, figure_steps, margins_from_results
     from raddino.evaluate.compare import CompareConfig, run_compare
-    from raddino.evaluate.report import build_causal_lm, train_report_tokenizer
+    from raddino.reportgen import build_causal_lm, train_report_tokenizer
 
     plan = plan or full_plan()
     out = Path(out)
@@ -295,7 +296,7 @@ def run_demo(out: str | Path = "demo", plan: DemoPlan | None = None, seed: int =
     )
     for name, action in figure_actions.items():
         steps(name, action)
-    steps("report", lambda: build_report(out, plan, list(models), folders))
+    steps("page", lambda: build_page(out, plan, list(models), folders))
     result = steps.result
     result.margins = margins_from_results(folders)
     summary = {

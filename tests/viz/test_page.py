@@ -1,4 +1,4 @@
-"""The static report page renders in a real browser: every figure has pixels, every table its rows.
+"""The static page renders in a real browser: every figure has pixels, every table its rows.
 
 Chromium (Debian's ``chromium``) is driven headless with ``--dump-dom`` after a small script, added to a
 copy of the page, writes each image's natural size and each table's row count into the DOM. Without
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from raddino.io.png import write_png
-from raddino.viz.html_report import (
+from raddino.viz.loss_svg import write_loss_curves
+from raddino.viz.page import (
     Figure,
     ReportPairs,
     Section,
@@ -25,9 +26,8 @@ from raddino.viz.html_report import (
     Text,
     parse_markdown_tables,
     render_markdown,
-    write_report,
+    write_page,
 )
-from raddino.viz.loss_svg import write_loss_curves
 
 _PROBE = """
 <script>
@@ -94,7 +94,7 @@ def rendered_sizes(page: Path, workdir: Path) -> tuple[list[tuple[int, int]], li
 
 
 @pytest.fixture
-def report(tmp_path: Path) -> Path:
+def page_folder(tmp_path: Path) -> Path:
     grey = np.tile(np.linspace(0, 1, 48, dtype=np.float32), (32, 1))  # (32, 48) ramp
     png = write_png(tmp_path / "figures" / "ramp.png", grey)
     records = [{"iteration": i, "loss": 10 - i, "dino": 5 - i / 2, "ibot": 3.0} for i in range(1, 6)]
@@ -112,19 +112,19 @@ def report(tmp_path: Path) -> Path:
         Section("Figures", [Figure(png, "ramp")]),
         Section("Reports", [ReportPairs([("s1", "Heart size is normal.", "Heart | normal.")], "gen")]),
     ]
-    write_report("Test report", sections, tmp_path / "report.html", tmp_path / "report.md")
+    write_page("Test page", sections, tmp_path / "page.html", tmp_path / "page.md")
     return tmp_path
 
 
-def test_every_figure_and_table_renders_in_chromium(report: Path, tmp_path: Path) -> None:
-    images, tables = rendered_sizes(report / "report.html", tmp_path)
+def test_every_figure_and_table_renders_in_chromium(page_folder: Path, tmp_path: Path) -> None:
+    images, tables = rendered_sizes(page_folder / "page.html", tmp_path)
     # the SVG keeps its declared size: 3 panels of 280 px + 20; the PNG its pixels
     assert images == [(860, 230), (48, 32)]
     assert tables == [(2, 2), (1, 3), (1, 3)]
 
 
-def test_page_is_self_contained_and_escapes_text(report: Path) -> None:
-    page = (report / "report.html").read_text(encoding="utf-8")
+def test_page_is_self_contained_and_escapes_text(page_folder: Path) -> None:
+    page = (page_folder / "page.html").read_text(encoding="utf-8")
     assert 'src="data:image/png;base64,' in page
     assert 'src="data:image/svg+xml;base64,' in page
     assert "figures/" not in page  # nothing is loaded from beside the page
@@ -139,8 +139,8 @@ def test_page_is_self_contained_and_escapes_text(report: Path) -> None:
     ]
 
 
-def test_markdown_twin_links_figures_and_round_trips_tables(report: Path) -> None:
-    text = (report / "report.md").read_text(encoding="utf-8")
+def test_markdown_twin_links_figures_and_round_trips_tables(page_folder: Path) -> None:
+    text = (page_folder / "page.md").read_text(encoding="utf-8")
     assert "![ramp](figures/ramp.png)" in text
     assert "![losses](figures/loss.svg)" in text
     tables = parse_markdown_tables(text)
@@ -157,18 +157,18 @@ def test_missing_figure_type_and_empty_metrics_are_named_errors(tmp_path: Path) 
     odd = tmp_path / "figure.gif"
     odd.write_bytes(b"GIF89a")
     with pytest.raises(ValueError, match=r"figure\.gif: not an image"):
-        write_report("x", [Section("s", [Figure(odd, "gif")])], tmp_path / "r.html", tmp_path / "r.md")
+        write_page("x", [Section("s", [Figure(odd, "gif")])], tmp_path / "r.html", tmp_path / "r.md")
     with pytest.raises(ValueError, match="no loss values"):
         write_loss_curves([{"iteration": 1, "lr": 0.1}], tmp_path / "loss.svg")
     assert "s" in render_markdown("x", [Section("s")], tmp_path)
 
 
 @pytest.mark.slow
-def test_quick_demo_report_renders_every_figure_and_table_in_chromium(tmp_path: Path) -> None:
+def test_quick_demo_page_renders_every_figure_and_table_in_chromium(tmp_path: Path) -> None:
     from raddino.demo import quick_plan, run_demo
 
     result = run_demo(tmp_path / "demo", quick_plan(), seed=2)
-    images, tables = rendered_sizes(result.report, tmp_path)
+    images, tables = rendered_sizes(result.page, tmp_path)
     # loss curves, attention, correspondences, PCA, 2 segmentation overlays × 3 encoders
     assert len(images) == 10
     assert all(width >= 56 and height >= 56 for width, height in images)

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from raddino.cli import app
-from raddino.evaluate.report import (
+from raddino.features.cache import FeatureConfig
+from raddino.reportgen import (
     ReportCollator,
     ReportTrainConfig,
     greedy_reports,
@@ -21,9 +22,8 @@ from raddino.evaluate.report import (
     prompt_layout,
     train_report_model,
 )
-from raddino.evaluate.report.data import ReportItem
-from raddino.evaluate.report.lora import LoraSettings
-from raddino.features.cache import FeatureConfig
+from raddino.reportgen.data import ReportItem
+from raddino.reportgen.lora import LoraSettings
 
 pytest.importorskip("peft", reason="LoRA needs peft (in the dev extra)")
 

@@ -20,7 +20,7 @@ from safetensors import safe_open
 from torch.utils.data import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from raddino.evaluate.report.model import IGNORE_INDEX, IMAGE_PLACEHOLDER, PROMPT
+from raddino.reportgen.model import IGNORE_INDEX, IMAGE_PLACEHOLDER, PROMPT
 
 
 @dataclass(frozen=True)

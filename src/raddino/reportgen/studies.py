@@ -13,10 +13,10 @@ from pathlib import Path
 
 from safetensors import safe_open
 
-from raddino.evaluate.report.data import ReportDataset, TokenStore
 from raddino.features.cache import FeatureConfig, extract_features
 from raddino.io.failures import FailureLog
 from raddino.io.manifest import ManifestError, read_manifest
+from raddino.reportgen.data import ReportDataset, TokenStore
 
 logger = logging.getLogger(__name__)
 

@@ -65,7 +65,7 @@ def report_texts() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory, report_texts: list[str]) -> Path:
     """A tokenizer trained on the reports and a 2-layer, 32-wide Llama, saved as a transformers folder."""
-    from raddino.evaluate.report import build_causal_lm, train_report_tokenizer
+    from raddino.reportgen import build_causal_lm, train_report_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-lm")
     tokenizer = train_report_tokenizer(report_texts * 4, vocab_size=300)

@@ -11,7 +11,7 @@ import torch
 from rouge_score import rouge_scorer
 from sacrebleu import corpus_bleu
 
-from raddino.evaluate.report import (
+from raddino.reportgen import (
     Projector,
     ReportCollator,
     ReportGenerator,
@@ -21,8 +21,8 @@ from raddino.evaluate.report import (
     prompt_layout,
     score_reports,
 )
-from raddino.evaluate.report.data import ReportItem
-from raddino.evaluate.report.score import bleu4, bootstrap, rouge_l
+from raddino.reportgen.data import ReportItem
+from raddino.reportgen.score import bleu4, bootstrap, rouge_l
 
 
 def _batch(tiny_lm_dir: Path, count: int = 3):

@@ -11,8 +11,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from raddino.cli import app
-from raddino.evaluate.report import ReportTrainConfig, load_language_model, train_report_model
 from raddino.features.cache import FeatureConfig
+from raddino.reportgen import ReportTrainConfig, load_language_model, train_report_model
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -95,7 +95,7 @@ def test_projector_only_training_keeps_the_lm_and_lowers_the_loss(
     assert not (out / "language_model").exists()  # the LM is named, not copied
     losses = [float(row["loss"]) for row in _csv_rows(out / "train_log.csv")]
     assert losses[-1] < losses[0]
-    from raddino.evaluate.report import load_report_model
+    from raddino.reportgen import load_report_model
 
     model, _, info = load_report_model(out)
     original, _ = load_language_model(tiny_lm_dir)

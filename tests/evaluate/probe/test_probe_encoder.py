@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from synthetic_sets import write_csv
 
-from raddino.evaluate.linear_heads import HeadTraining
 from raddino.evaluate.probe import ProbeConfig, run_probe
+from raddino.evaluate.probe.heads import HeadTraining
 from raddino.features.cache import FeatureConfig
 
 
@@ -69,7 +69,7 @@ def test_augmentation_path_embeds_a_fresh_view_each_epoch(
 ) -> None:
     import torch
 
-    from raddino.evaluate.probe_augment import AugmentedTrainFeatures
+    from raddino.evaluate.probe.augment import AugmentedTrainFeatures
 
     paths = sorted(labelled_pngs.parent.glob("[0-9]*.png"))[:6]
     features = FeatureConfig(model=str(tiny_encoder_dir), batch_size=4, num_workers=0)

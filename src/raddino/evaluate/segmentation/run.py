@@ -35,15 +35,15 @@ from raddino.config import config_to_dict, save_config
 from raddino.data.splits import resolve_splits
 from raddino.evaluate.metrics import MeanStd, dice_per_image, mean_std
 from raddino.evaluate.results import encoder_name, format_mean_std, markdown_table, write_json, write_results
-from raddino.evaluate.seg_data import (
+from raddino.evaluate.segmentation.data import (
     SegmentationSample,
     check_flip,
     load_sample,
     mask_columns,
     structure_name,
 )
-from raddino.evaluate.seg_heads import HeadName, default_layers
-from raddino.evaluate.seg_train import FrozenFeatures, SegTraining, predict, train_head
+from raddino.evaluate.segmentation.heads import HeadName, default_layers
+from raddino.evaluate.segmentation.train import FrozenFeatures, SegTraining, predict, train_head
 from raddino.io.atomic import atomic_path
 from raddino.io.failures import FailureLog
 from raddino.io.manifest import ManifestError, load_inputs
@@ -244,7 +244,7 @@ class _Runner:
         if path.exists():
             saved = load_state(path, "segmentation head checkpoint", _RESTART)
             if saved.get("key") == key:
-                from raddino.evaluate.seg_heads import make_head
+                from raddino.evaluate.segmentation.heads import make_head
 
                 module = make_head(head, self.embed_dim, len(self.names), self.config.training.channels)
                 module.load_state_dict(saved["state"])

@@ -20,12 +20,12 @@ from tqdm import tqdm
 from transformers import GenerationConfig, GenerationMixin, PreTrainedTokenizerBase
 
 from raddino.config import save_config
-from raddino.evaluate.report.checkpoint import load_report_model
-from raddino.evaluate.report.data import ReportBatch, ReportCollator, prompt_layout
-from raddino.evaluate.report.model import ReportGenerator
-from raddino.evaluate.report.studies import StudySelection, load_studies
 from raddino.features.cache import FeatureConfig
 from raddino.io.failures import FailureLog
+from raddino.reportgen.checkpoint import load_report_model
+from raddino.reportgen.data import ReportBatch, ReportCollator, prompt_layout
+from raddino.reportgen.model import ReportGenerator
+from raddino.reportgen.studies import StudySelection, load_studies
 from raddino.training.distributed import pick_device
 from raddino.training.precision import Precision, autocast
 

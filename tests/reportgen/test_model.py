@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from raddino.evaluate.report import (
+from raddino.reportgen import (
     IGNORE_INDEX,
     PROMPT,
     Projector,
@@ -17,7 +17,7 @@ from raddino.evaluate.report import (
     load_language_model,
     prompt_layout,
 )
-from raddino.evaluate.report.data import ReportItem
+from raddino.reportgen.data import ReportItem
 
 N_IMAGE, D_VISION = 16, 24
 
@@ -122,7 +122,7 @@ def test_projector_width_must_match_the_lm(tiny_lm_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_trained_generator_writes_the_report_its_image_calls_for(report_texts: list[str]) -> None:
-    from raddino.evaluate.report import build_causal_lm, greedy_reports, train_report_tokenizer
+    from raddino.reportgen import build_causal_lm, greedy_reports, train_report_tokenizer
 
     torch.manual_seed(0)
     reports = [report_texts[0], report_texts[3]]  # normal study / enlarged heart with effusion

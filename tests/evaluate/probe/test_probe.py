@@ -8,8 +8,8 @@ import pytest
 import torch
 from synthetic_sets import FINDINGS, SyntheticSet
 
-from raddino.evaluate.linear_heads import HeadSpec, HeadTraining, masked_bce, train_linear_heads
 from raddino.evaluate.probe import ProbeConfig, run_probe
+from raddino.evaluate.probe.heads import HeadSpec, HeadTraining, masked_bce, train_linear_heads
 from raddino.features.cache import FeatureConfig, FeatureError, FeatureTable
 
 

@@ -9,7 +9,7 @@ With ``val_split`` set, the loss on that split is measured after every epoch and
 epoch with the lowest one (``out/best`` while training); ``early_stopping_patience`` ends the run after
 that many epochs without improvement. A small data set is memorised within a few epochs (the training
 loss keeps falling while the validation loss rises), and the memorised model writes worse reports.
-The loop is :mod:`raddino.training`'s engine (the task is :class:`~raddino.evaluate.report.steps.ReportTask`):
+The loop is :mod:`raddino.training`'s engine (the task is :class:`~raddino.reportgen.steps.ReportTask`):
 checkpoints in ``out/checkpoints/`` (tensors and plain values, read back with ``weights_only=True``), and
 scalars (``train/loss``, ``train/learning_rate``: the rate the step used, ``val/loss``) in ``metrics.jsonl``,
 in ``train_log.csv`` / ``val_log.csv`` derived from it (a resumed run drops the steps after its checkpoint,
@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from raddino.evaluate.report.checkpoint import promote, refuse_earlier_checkpoint, save_report_model
-from raddino.evaluate.report.lora import LoraSettings
-from raddino.evaluate.report.model import PROMPT
-from raddino.evaluate.report.steps import ReportTask
-from raddino.evaluate.report.studies import StudySelection, load_studies
 from raddino.features.cache import FeatureConfig
 from raddino.io.atomic import atomic_write_text
 from raddino.io.failures import FailureLog
+from raddino.reportgen.checkpoint import promote, refuse_earlier_checkpoint, save_report_model
+from raddino.reportgen.lora import LoraSettings
+from raddino.reportgen.model import PROMPT
+from raddino.reportgen.steps import ReportTask
+from raddino.reportgen.studies import StudySelection, load_studies
 from raddino.training import (
     Callback,
     CsvColumn,

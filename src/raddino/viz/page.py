@@ -1,10 +1,12 @@
-"""A static report page (HTML with embedded images) and its Markdown twin, from one list of sections.
+"""A static page (HTML with embedded images) and its Markdown twin, from one list of sections.
 
 The HTML needs no server and no files beside it: every figure is a base64 ``data:`` URI, so the page can
-be mailed or opened from any folder. The Markdown twin links the same figures by relative path.
+be mailed or opened from any folder. The Markdown twin links the same figures by relative path. (The
+demo writes its page as ``report.html`` / ``report.md``; a ``ReportPairs`` block shows generated radiology
+reports beside their references.)
 
     sections = [Section("Loss", [Figure(Path("figures/loss.svg"), "Pre-training losses")])]
-    write_report("Demo", sections, html_path=out / "report.html", markdown_path=out / "report.md")
+    write_page("Demo", sections, html_path=out / "report.html", markdown_path=out / "report.md")
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class Figure:
 
 @dataclass
 class ReportPairs:
-    """Generated reports beside their references."""
+    """Generated radiology reports beside their references."""
 
     pairs: list[tuple[str, str, str]]
     """(study id, reference, generated)."""
@@ -59,7 +61,7 @@ Block = Text | Table | Figure | ReportPairs
 
 @dataclass
 class Section:
-    """A titled part of the report; ``anchor`` is its HTML id (default: from the title)."""
+    """A titled part of the page; ``anchor`` is its HTML id (default: from the title)."""
 
     title: str
     blocks: list[Block] = field(default_factory=list)
@@ -97,7 +99,7 @@ def data_uri(path: Path) -> str:
     """The file as a ``data:`` URI (PNG, SVG or JPEG)."""
     mime = _MIME.get(path.suffix.lower())
     if mime is None:
-        raise ValueError(f"{path}: not an image the report can embed (png, svg, jpeg)")
+        raise ValueError(f"{path}: not an image the page can embed (png, svg, jpeg)")
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
@@ -193,7 +195,7 @@ def render_markdown(title: str, sections: list[Section], folder: Path) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def write_report(title: str, sections: list[Section], html_path: Path, markdown_path: Path) -> None:
+def write_page(title: str, sections: list[Section], html_path: Path, markdown_path: Path) -> None:
     """Write both files atomically."""
     atomic_write_text(html_path, render_html(title, sections))
     atomic_write_text(markdown_path, render_markdown(title, sections, markdown_path.parent))

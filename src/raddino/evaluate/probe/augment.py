@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from raddino.evaluate.seg_data import random_affine
+from raddino.evaluate.segmentation.data import random_affine
 from raddino.features.cache import FeatureConfig, FeatureError
 
 AUGMENTABLE = ("cls", "patch_mean")

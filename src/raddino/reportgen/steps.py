@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from raddino.evaluate.report.checkpoint import ReportModelInfo, save_best
-from raddino.evaluate.report.data import ReportBatch, ReportCollator, ReportItem, prompt_layout
-from raddino.evaluate.report.language_model import load_language_model
-from raddino.evaluate.report.lora import add_lora
-from raddino.evaluate.report.model import Projector, ReportGenerator, embedding_width
+from raddino.reportgen.checkpoint import ReportModelInfo, save_best
+from raddino.reportgen.data import ReportBatch, ReportCollator, ReportItem, prompt_layout
+from raddino.reportgen.language_model import load_language_model
+from raddino.reportgen.lora import add_lora
+from raddino.reportgen.model import Projector, ReportGenerator, embedding_width
 from raddino.training import (
     LossTerms,
     Optimization,
@@ -32,7 +32,7 @@ from raddino.training import (
 )
 
 if TYPE_CHECKING:
-    from raddino.evaluate.report.train import ReportTrainConfig
+    from raddino.reportgen.train import ReportTrainConfig
 
 logger = logging.getLogger(__name__)
 

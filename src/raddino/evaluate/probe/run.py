@@ -2,7 +2,7 @@
 
 Features are extracted once into the cache (:mod:`raddino.features.cache`); for every seed, one linear
 head per (feature choice, learning rate) is trained in a single pass, the head with the best validation
-macro AUPRC is kept, and its test AUPRC / AUROC per finding are recorded. The report is mean ± std over the
+macro AUPRC is kept, and its test AUPRC / AUROC per finding are recorded. The result is mean ± std over the
 seeds (paper §4.2: 5 seeds, AUPRC per finding and macro). ``method: sklearn`` fits scikit-learn logistic
 regressions instead, choosing the inverse regularisation ``C`` on validation.
 
@@ -25,8 +25,8 @@ import torch
 from raddino.config import config_to_dict, save_config
 from raddino.evaluate.labelled import LabelledFeatures, load_labelled
 from raddino.evaluate.labels import UncertainPolicy
-from raddino.evaluate.linear_heads import HeadSpec, HeadTraining, train_linear_heads
 from raddino.evaluate.metrics import MeanStd, auprc_per_label, auroc_per_label, macro, mean_std
+from raddino.evaluate.probe.heads import HeadSpec, HeadTraining, train_linear_heads
 from raddino.evaluate.results import encoder_name, format_mean_std, markdown_table, write_json, write_results
 from raddino.features.cache import FeatureConfig
 
@@ -115,7 +115,7 @@ def _linear_seed(data: LabelledFeatures, config: ProbeConfig, seed: int) -> dict
     }
     augmented = None
     if config.augment:
-        from raddino.evaluate.probe_augment import AugmentedTrainFeatures
+        from raddino.evaluate.probe.augment import AugmentedTrainFeatures
 
         train_paths = [data.paths[int(i)] for i in data.splits.train]
         augmented = AugmentedTrainFeatures(train_paths, choices, config.features, seed)

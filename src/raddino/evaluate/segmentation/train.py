@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from raddino.evaluate.seg_data import SegmentationSample, random_affine
-from raddino.evaluate.seg_heads import HeadName, make_head
+from raddino.evaluate.segmentation.data import SegmentationSample, random_affine
+from raddino.evaluate.segmentation.heads import HeadName, make_head
 from raddino.models import Encoder
 from raddino.training import (
     Callback,

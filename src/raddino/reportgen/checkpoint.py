@@ -3,7 +3,7 @@
 A trained folder holds ``report_model.json`` (encoder, layer, prompt, sizes), ``projector.safetensors`` and
 ``language_model/`` (a transformers folder with its tokenizer; absent when only the projector was trained,
 then ``report_model.json`` names the language model it was trained on; ``lora_adapter/`` instead when LoRA
-adapters were trained, see :mod:`raddino.evaluate.report.lora`). ``best/`` holds the same for the epoch of
+adapters were trained, see :mod:`raddino.reportgen.lora`). ``best/`` holds the same for the epoch of
 lowest validation loss; it is written beside and swapped in, so a crash while saving leaves it whole. The
 resumable training state is the engine's (``checkpoints/``, :mod:`raddino.training.run_folder`); the
 ``checkpoint/`` folders of earlier versions held a pickled ``trainer.pt`` and are not read.
@@ -19,11 +19,11 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
-from raddino.evaluate.report.language_model import load_language_model
-from raddino.evaluate.report.lora import ADAPTER_FOLDER, is_lora, load_adapters, save_adapters
-from raddino.evaluate.report.model import Projector, ReportGenerator, embedding_width
 from raddino.io.atomic import atomic_write_text
 from raddino.io.state_file import StateFileError
+from raddino.reportgen.language_model import load_language_model
+from raddino.reportgen.lora import ADAPTER_FOLDER, is_lora, load_adapters, save_adapters
+from raddino.reportgen.model import Projector, ReportGenerator, embedding_width
 
 MODEL_FILE = "report_model.json"
 

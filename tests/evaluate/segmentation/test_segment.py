@@ -11,10 +11,10 @@ from synthetic_sets import write_csv
 
 from raddino.data.preprocess import InferencePreprocessor, PreprocessConfig
 from raddino.evaluate.metrics import dice_per_image
-from raddino.evaluate.seg_data import MaskPreprocessor, check_flip, random_affine
-from raddino.evaluate.seg_heads import HEAD_NAMES, default_layers, make_head
-from raddino.evaluate.seg_train import SegTraining, segmentation_loss
-from raddino.evaluate.segment import SegmentConfig, run_segment
+from raddino.evaluate.segmentation import SegmentConfig, run_segment
+from raddino.evaluate.segmentation.data import MaskPreprocessor, check_flip, random_affine
+from raddino.evaluate.segmentation.heads import HEAD_NAMES, default_layers, make_head
+from raddino.evaluate.segmentation.train import SegTraining, segmentation_loss
 
 
 @pytest.mark.parametrize("name", HEAD_NAMES)

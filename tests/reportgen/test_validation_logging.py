@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from raddino.evaluate.report import (
+from raddino.features.cache import FeatureConfig
+from raddino.reportgen import (
     ReportCollator,
     ReportTrainConfig,
     StudySelection,
@@ -20,9 +21,8 @@ from raddino.evaluate.report import (
     prompt_layout,
     train_report_model,
 )
-from raddino.evaluate.report.steps import record_validation, validation_loss
-from raddino.evaluate.report.studies import load_studies
-from raddino.features.cache import FeatureConfig
+from raddino.reportgen.steps import record_validation, validation_loss
+from raddino.reportgen.studies import load_studies
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
