@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -11,7 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from raddino.cli.generate import ConfigCommand, field_docs, leaves, register
+from raddino.cli.generate import ConfigCommand, Outcome, field_docs, leaves, register, register_deferred
 
 
 @dataclass
@@ -42,15 +44,6 @@ class Toy:
     training: Training = field(default_factory=Training)
     model: str = ""
     """Encoder."""
-
-
-@dataclass
-class Outcome:
-    text: str
-    exit_code: int = 0
-
-    def __str__(self) -> str:
-        return self.text
 
 
 def _app(seen: list[Toy]) -> typer.Typer:
@@ -174,3 +167,142 @@ def test_flags_are_flags(flag: str) -> None:
     seen: list[Toy] = []
     CliRunner().invoke(_app(seen), ["toy", "x.csv", flag])
     assert seen[-1].strict is (flag == "--strict")
+
+
+@dataclass
+class Saved:
+    """Settings saved beside the outputs.
+
+    Attributes:
+        bits: 8 or 16 bits per pixel.
+        voi: Windowing: "auto", true or false.
+    """
+
+    bits: Literal[8, 16] = 8
+    voi: bool | Literal["auto"] = "auto"
+
+
+@dataclass
+class Picture(Saved):
+    """What ``picture`` is given: the saved settings and the images."""
+
+    images: list[str] = field(default_factory=list)
+    """Images to draw."""
+    tile: int = 256
+    """Side of each panel."""
+
+
+class Busy(OSError):
+    """Another run holds the output."""
+
+
+def _picture_app(seen: list[Picture]) -> typer.Typer:
+    app = typer.Typer()
+
+    def run(config: Picture) -> Outcome:
+        seen.append(config)
+        if "busy.png" in config.images:
+            raise Busy("out.png: another run is writing it")
+        return Outcome(
+            f"{len(config.images)} images", "1 unreadable: see errors.csv" if config.tile < 0 else ""
+        )
+
+    spec = ConfigCommand(
+        "picture",
+        Picture,
+        run,
+        arguments=("images",),
+        choices={"voi": {"auto": "auto", "on": True, "off": False}},
+        error_codes={Busy: 3},
+    )
+    register(app, spec)
+    app.command("other")(lambda: None)
+    return app
+
+
+def test_attributes_sections_give_help_and_subclasses_add_fields() -> None:
+    docs = field_docs(Picture)
+    assert docs["bits"] == "8 or 16 bits per pixel."
+    assert docs["voi"] == 'Windowing: "auto", true or false.'
+    assert docs["tile"] == "Side of each panel."
+    text = re.sub(r"[\s│]+", " ", CliRunner().invoke(_picture_app([]), ["picture", "--help"]).output)
+    assert "--bits <8|16> 8 or 16 bits per pixel. (default: 8)" in text
+    assert "<auto|on|off>" in text
+
+
+def test_a_list_argument_takes_the_words_and_key_value_words_are_settings() -> None:
+    seen: list[Picture] = []
+    result = CliRunner().invoke(_picture_app(seen), ["picture", "a.png", "tile=3", "b.png", "--bits", "16"])
+    assert result.exit_code == 0, result.output
+    assert (seen[-1].images, seen[-1].tile, seen[-1].bits) == (["a.png", "b.png"], 3, 16)
+    assert "2 images" in result.output
+
+
+@pytest.mark.parametrize(("word", "value"), [("on", True), ("off", False), ("auto", "auto")])
+def test_choices_map_words_onto_the_fields_values(word: str, value: object) -> None:
+    seen: list[Picture] = []
+    assert CliRunner().invoke(_picture_app(seen), ["picture", "a.png", "--voi", word]).exit_code == 0
+    assert seen[-1].voi == value
+
+
+def test_an_option_without_a_plain_type_takes_a_checked_yaml_value() -> None:
+    result = CliRunner().invoke(_picture_app([]), ["picture", "a.png", "--bits", "12"])
+    assert result.exit_code == 2
+    assert "'bits': 12 is not one of [8, 16]" in result.output
+    result = CliRunner().invoke(_picture_app([]), ["picture", "a.png", "--bits", "[8"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: --bits '[8': not a valid YAML value"
+
+
+def test_error_codes_and_warnings() -> None:
+    result = CliRunner().invoke(_picture_app([]), ["picture", "busy.png"])
+    assert result.exit_code == 3
+    assert result.output.strip() == "error: out.png: another run is writing it"
+    result = CliRunner().invoke(_picture_app([]), ["picture", "a.png", "--tile", "-1"])
+    assert (result.exit_code, result.stdout.strip(), result.stderr.strip()) == (
+        0,
+        "1 images",
+        "1 unreadable: see errors.csv",
+    )
+
+
+def test_an_earlier_spelling_still_works_but_is_not_shown() -> None:
+    seen: list[Toy] = []
+    app = typer.Typer()
+    spec = ConfigCommand(
+        "toy", Toy, seen.append, rename={"num_workers": "workers"}, aliases={"--num-workers": "num_workers"}
+    )
+    register(app, spec)
+    app.command("other")(lambda: None)
+    assert CliRunner().invoke(app, ["toy", "--num-workers", "5"]).exit_code == 0
+    assert seen[-1].num_workers == 5
+    CliRunner().invoke(app, ["toy", "--num-workers", "5", "--workers", "6"])
+    assert seen[-1].num_workers == 6  # the shown spelling wins
+    assert "--num-workers" not in CliRunner().invoke(app, ["toy", "--help"]).output
+
+
+def test_a_deferred_command_is_built_only_when_it_is_used() -> None:
+    built: list[str] = []
+    seen: list[Toy] = []
+    app = typer.Typer()
+
+    def spec() -> ConfigCommand:
+        built.append("toy")
+        return ConfigCommand("toy", Toy, seen.append, arguments=("input",))
+
+    register_deferred(app, "toy", spec, help="A toy command.")
+    app.command("other")(lambda: None)
+    listing = CliRunner().invoke(app, ["--help"])
+    assert "A toy command." in listing.output
+    assert built == []
+    assert CliRunner().invoke(app, ["toy", "x.csv", "--out", "o"]).exit_code == 0
+    assert (seen[-1].input, seen[-1].out, built) == ("x.csv", "o", ["toy"])
+    assert "--num-workers" in CliRunner().invoke(app, ["toy", "--help"]).output
+
+
+def test_listing_the_commands_imports_no_library() -> None:
+    code = (
+        "import sys, raddino.cli; print(sorted(m for m in ('torch', 'numpy', 'scipy') if m in sys.modules))"
+    )
+    listed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert listed.stdout.strip() == "[]"

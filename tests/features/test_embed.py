@@ -171,7 +171,7 @@ def test_cli_exit_status_follows_strict(tmp_path, mixed_folder, tiny_encoder_dir
         str(mixed_folder),
         "--model",
         str(tiny_encoder_dir),
-        "--num-workers",
+        "--workers",
         "0",
         "--device",
         "cpu",
@@ -197,7 +197,7 @@ def test_cli_exit_status_follows_strict(tmp_path, mixed_folder, tiny_encoder_dir
             str(tiny_encoder_dir),
             "--out",
             str(tmp_path / "c.parquet"),
-            "--num-workers",
+            "--workers",
             "0",
         ],
     )

@@ -38,7 +38,7 @@ def _config(tmp_path: Path, source: Path, model: Path | str, **overrides) -> Emb
 
 
 def _cli(source: Path, model: Path | str, out: Path, *options: str):
-    arguments = ["embed", str(source), "--model", str(model), "--out", str(out), "--num-workers", "0"]
+    arguments = ["embed", str(source), "--model", str(model), "--out", str(out), "--workers", "0"]
     return CliRunner().invoke(app, [*arguments, "--device", "cpu", *options])
 
 
@@ -284,7 +284,7 @@ def test_kill_9_then_rerun_is_bit_identical_to_an_uninterrupted_run(tmp_path, ti
     for index in range(120):
         Image.fromarray(rng.integers(0, 256, (60, 60), dtype=np.uint8)).save(images / f"{index:03d}.png")
     out = tmp_path / "killed" / "emb.parquet"
-    options = ["--batch-size", "1", "--set", "shard_size=1", "--num-workers", "0", "--device", "cpu"]
+    options = ["--batch-size", "1", "--set", "shard_size=1", "--workers", "0", "--device", "cpu"]
     command = [sys.executable, "-m", "raddino", "embed", str(images), "--model", str(tiny_encoder_dir)]
     child = subprocess.Popen([*command, "--out", str(out), *options], stderr=subprocess.DEVNULL)
     shards = out.with_name("emb_shards")

@@ -5,8 +5,10 @@ this order: a ``--config FILE.yaml`` section, an option, and ``key=value`` overr
 bare ``key=value`` words after the arguments, as DINOv2's ``train.py`` takes them). The top-level fields
 become options named after the field (``batch_size`` → ``--batch-size``; booleans as ``--flag/--no-flag``,
 ``Literal`` fields as choices, lists repeatable); a nested field becomes an option only when the command
-promotes it (``features.model`` → ``--model``). Each option's help is the field's docstring in the
-dataclass, and its default is the dataclass's, so ``--help`` says what the library does.
+promotes it (``features.model`` → ``--model``). A field whose type has no plain option form (``Literal[8,
+16]``, ``bool | Literal["auto"]``, a mapping) takes one YAML value, read as ``key=value`` would read it.
+Each option's help is the field's docstring in the dataclass (see :mod:`raddino.cli.fields`), and its
+default is the dataclass's, so ``--help`` says what the library does.
 
 Typer builds a command from a function's signature; here the signature is made from the fields
 (``__signature__``), and the function turns the given options back into a dotted tree for
@@ -15,173 +17,44 @@ Typer builds a command from a function's signature; here the signature is made f
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import enum
 import functools
 import inspect
-import textwrap
-import types
+import re
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
+from typing import Annotated, Any
 
 import typer
+import typer.main
+from typer.core import TyperCommand
 
 from raddino.cli.app import fail, load_settings
+from raddino.cli.fields import Leaf, field_docs, leaves
+from raddino.cli.options import FieldOption, help_text, is_list, option_type, param_name
 
-_SCALARS = (str, int, float, Path)
+_SETTING = re.compile(r"[A-Za-z_][\w.]*=")  # a key=value word among a list argument's words
 
-
-@dataclass(frozen=True)
-class Leaf:
-    """One settable field of a config: its dotted key, type, default and docstring."""
-
-    key: str
-    annotation: Any
-    default: Any
-    doc: str
+__all__ = ["ConfigCommand", "Leaf", "Outcome", "field_docs", "leaves", "register", "register_deferred"]
 
 
-@functools.cache
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstrings written under a dataclass's fields (``x: int = 0`` then ``\"\"\"...\"\"\"``).
+@dataclass
+class Outcome:
+    """What a command prints and the exit status it ends with.
 
-    Python keeps no such docstrings at run time, so they are read from the class's source; base classes
-    contribute theirs first. A class whose source cannot be read gives none.
+    Attributes:
+        text: Printed on stdout (nothing when empty).
+        warning: Printed on stderr (nothing when empty), e.g. where the failures are listed.
+        exit_code: The command's exit status.
     """
-    docs: dict[str, str] = {}
-    for base in reversed(cls.__mro__[1:]):
-        if dataclasses.is_dataclass(base):
-            docs.update(field_docs(base))
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):
-        return docs
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-    for statement, following in zip(body, [*body[1:], None], strict=True):
-        if not (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)):
-            continue
-        if (
-            isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[statement.target.id] = " ".join(following.value.value.split())
-    return docs
 
+    text: str = ""
+    warning: str = ""
+    exit_code: int = 0
 
-def _default(item: dataclasses.Field[Any]) -> Any:
-    if item.default is not dataclasses.MISSING:
-        return item.default
-    if item.default_factory is not dataclasses.MISSING:
-        return item.default_factory()
-    return dataclasses.MISSING
-
-
-def _is_config(annotation: Any) -> bool:
-    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
-
-
-def leaves(cls: type, prefix: str = "") -> list[Leaf]:
-    """Every non-dataclass field of ``cls``, nested sections flattened to dotted keys, in field order."""
-    hints = get_type_hints(cls)
-    docs = field_docs(cls)
-    found: list[Leaf] = []
-    for item in dataclasses.fields(cls):
-        annotation = hints[item.name]
-        if _is_config(annotation):
-            found.extend(leaves(annotation, f"{prefix}{item.name}."))
-        else:
-            found.append(Leaf(prefix + item.name, annotation, _default(item), docs.get(item.name, "")))
-    return found
-
-
-def _without_none(annotation: Any) -> Any:
-    if get_origin(annotation) in (typing.Union, types.UnionType):
-        options = [a for a in get_args(annotation) if a is not type(None)]
-        if len(options) == 1:
-            return options[0]
-    return annotation
-
-
-def _option_type(annotation: Any) -> Any:
-    """The Python type Typer should parse; None when the field can only be set with ``key=value``
-    (mappings, unions of several types, fixed-length tuples)."""
-    annotation = _without_none(annotation)
-    origin = get_origin(annotation)
-    if origin is Literal:
-        return _choices(annotation)
-    if annotation in _SCALARS or annotation is bool:
-        return annotation
-    if origin in (list, tuple, Sequence) and get_args(annotation):
-        inner = _without_none(get_args(annotation)[0])
-        if origin is tuple and len(get_args(annotation)) > 1 and get_args(annotation)[-1] is not Ellipsis:
-            return None  # fixed-length tuples: key=[a, b]
-        if get_origin(inner) is Literal:
-            choices = _choices(inner)
-            return None if choices is None else list[choices]  # type: ignore[valid-type]
-        if inner in _SCALARS:
-            return list[inner]  # type: ignore[valid-type]
-    return None
-
-
-@functools.cache
-def _choices(annotation: Any) -> type[enum.Enum] | None:
-    """An Enum of a ``Literal`` of strings, which Typer shows and checks as choices."""
-    values = get_args(annotation)
-    if not all(isinstance(value, str) for value in values):
-        return None  # Literal[1, 2]: key=value only
-    return enum.Enum("Choice", {value: value for value in values}, type=str)  # type: ignore[return-value]
-
-
-def _help(leaf: Leaf) -> str:
-    text = leaf.doc or leaf.key.replace("_", " ")
-    shown = leaf.default
-    if shown is dataclasses.MISSING or shown in ("", None) or shown == []:
-        return text
-    if isinstance(shown, (list, tuple)):
-        shown = ", ".join(str(v) for v in shown)
-    return f"{text} (default: {shown})"
-
-
-def _parameter(leaf: Leaf, flag: str, short: str | None) -> inspect.Parameter | None:
-    python_type = _option_type(leaf.annotation)
-    if python_type is None:
-        return None
-    names = [f"{flag}/--no-{flag[2:]}"] if python_type is bool else [flag]
-    if short:
-        names.append(short)
-    option = typer.Option(*names, help=_help(leaf), show_default=False)
-    return inspect.Parameter(
-        _param_name(leaf.key),
-        inspect.Parameter.KEYWORD_ONLY,
-        default=None,
-        annotation=Annotated[python_type | None, option],
-    )
-
-
-def _param_name(key: str) -> str:
-    return key.replace(".", "__")
-
-
-def _nested(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Given options (``None`` = not given, an empty repeatable = not given) as dotted keys."""
-
-    def plain(value: Any) -> Any:
-        if isinstance(value, enum.Enum):
-            return value.value
-        if isinstance(value, (list, tuple)):
-            return [plain(item) for item in value]
-        return value
-
-    return {
-        key.replace("__", "."): plain(value)
-        for key, value in values.items()
-        if value is not None and value != () and value != []
-    }
+    def __str__(self) -> str:
+        return self.text
 
 
 @dataclass
@@ -191,15 +64,20 @@ class ConfigCommand:
     Attributes:
         name: The sub-command (``probe``).
         config: Its config dataclass.
-        run: The library call; its result is printed (``str``) and, when it has an integer
-            ``exit_code``, becomes the exit status.
-        arguments: Fields given as positional arguments, in order (``input``).
+        run: The library call; its result is printed (``str``; a ``warning`` attribute on stderr) and,
+            when it has an integer ``exit_code``, that becomes the exit status.
+        arguments: Fields given as positional arguments, in order (``input``); a list field takes every
+            remaining word, where ``key=value`` words are settings.
         optional_arguments: Of those, the ones that may be left out (given by ``--config`` instead).
         promote: Nested fields shown as options, with the option's name (``{"features.model": "model"}``).
         rename: Top-level fields shown under another option name (``{"num_workers": "workers"}``).
         short: One-letter aliases (``{"out": "-o"}``).
+        aliases: Earlier spellings still accepted but not shown (``{"--num-workers": "num_workers"}``).
+        choices: Words an option takes instead of the field's own values (``{"voi": {"on": True}}``).
         hide: Top-level fields left to ``key=value`` only.
         errors: Exceptions that mean bad input: printed as one line, exit status 2.
+        error_codes: Exceptions printed as one line with another exit status (``{LockError: 3}``);
+            checked before ``errors``.
         check: Called with the merged config before ``run``; raise one of ``errors`` to refuse it.
     """
 
@@ -211,9 +89,33 @@ class ConfigCommand:
     promote: Mapping[str, str] = field(default_factory=dict)
     rename: Mapping[str, str] = field(default_factory=dict)
     short: Mapping[str, str] = field(default_factory=dict)
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    choices: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     hide: tuple[str, ...] = ()
     errors: tuple[type[BaseException], ...] = (ValueError, OSError)
+    error_codes: Mapping[type[BaseException], int] = field(default_factory=dict)
     check: Callable[[Any], None] | None = None
+
+    def options(self) -> list[FieldOption]:
+        """One option per exposed field, then one hidden option per earlier spelling."""
+        found: list[FieldOption] = []
+        for leaf in leaves(self.config):
+            top_level = "." not in leaf.key and leaf.key not in self.hide
+            if leaf.key in self.arguments or not (top_level or leaf.key in self.promote):
+                continue
+            option_name = self.promote.get(leaf.key) or self.rename.get(leaf.key) or leaf.key
+            flags = ("--" + option_name.replace("_", "-"), *filter(None, [self.short.get(leaf.key)]))
+            choices = self.choices.get(leaf.key)
+            found.append(
+                FieldOption(leaf, param_name(leaf.key), flags, option_type(leaf.annotation), choices)
+            )
+        by_key = {option.leaf.key: option for option in found}
+        for index, (flag, key) in enumerate(self.aliases.items()):
+            old = dataclasses.replace(
+                by_key[key], name=f"earlier_spelling_{index}", flags=(flag,), hidden=True
+            )
+            found.append(old)
+        return found
 
     def parameters(self) -> list[inspect.Parameter]:
         """The command's signature: arguments, one option per exposed field, ``--config``, ``--set``."""
@@ -222,41 +124,48 @@ class ConfigCommand:
         for key in self.arguments:
             leaf = by_key[key]
             optional = key in self.optional_arguments
-            argument = typer.Argument(help=leaf.doc or key, show_default=False)
+            words: Any = list[str] if is_list(leaf.annotation) else str
+            argument = typer.Argument(help=help_text(leaf), show_default=False, metavar=key.upper())
             params.append(
                 inspect.Parameter(
                     key,
                     inspect.Parameter.POSITIONAL_OR_KEYWORD,
                     default=None if optional else inspect.Parameter.empty,
-                    annotation=Annotated[str | None if optional else str, argument],
+                    annotation=Annotated[words | None if optional else words, argument],
                 )
             )
-        params.append(
-            inspect.Parameter(
-                "assignments",
-                inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                default=None,
-                annotation=Annotated[
-                    list[str] | None,
-                    typer.Argument(
-                        help="key=value settings (DINOv2 style), applied last.", show_default=False
-                    ),
-                ],
+        if not any(is_list(by_key[key].annotation) for key in self.arguments):
+            help = "key=value settings (DINOv2 style), applied last."
+            settings = typer.Argument(help=help, show_default=False, metavar="KEY=VALUE")
+            params.append(
+                inspect.Parameter(
+                    "assignments",
+                    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                    default=None,
+                    annotation=Annotated[list[str] | None, settings],
+                )
             )
-        )
-        exposed = [
-            (leaf, self.promote.get(leaf.key) or self.rename.get(leaf.key) or leaf.key)
-            for leaf in by_key.values()
-            if leaf.key not in self.arguments
-            and ((("." not in leaf.key) and leaf.key not in self.hide) or leaf.key in self.promote)
-        ]
-        for leaf, option_name in exposed:
-            flag = "--" + option_name.replace("_", "-")
-            parameter = _parameter(leaf, flag, self.short.get(leaf.key))
-            if parameter is not None:
-                params.append(parameter)
+        params.extend(option.parameter() for option in self.options())
         params.extend(_config_parameters())
         return params
+
+    def values(self, given: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The dotted values of the given arguments and options, and the ``key=value`` words among
+        a list argument's words."""
+        values: dict[str, Any] = {}
+        settings: list[str] = []
+        by_key = {leaf.key: leaf for leaf in leaves(self.config)}
+        for key in self.arguments:
+            words = given.pop(key, None)
+            if isinstance(words, list) and is_list(by_key[key].annotation):
+                settings.extend(word for word in words if _SETTING.match(word))
+                words = [word for word in words if not _SETTING.match(word)] or None
+            values[key] = words
+        for option in self.options():  # shown spellings first: they win over earlier ones
+            value = option.value(given.pop(option.name, None))
+            if value is not None and values.get(option.leaf.key) is None:
+                values[option.leaf.key] = value
+        return values, settings
 
 
 def _config_parameters() -> list[inspect.Parameter]:
@@ -282,25 +191,38 @@ def _config_parameters() -> list[inspect.Parameter]:
     ]
 
 
-def register(app: typer.Typer, spec: ConfigCommand, help: str | None = None) -> Callable[..., None]:
-    """Add ``spec`` to ``app`` as a sub-command; returns the generated function (for tests)."""
+def _echo(result: Any) -> None:
+    if result is None:
+        return
+    text = str(result)
+    if text:
+        typer.echo(text)
+    warning = getattr(result, "warning", "")
+    if isinstance(warning, str) and warning:
+        typer.echo(warning, err=True)
+
+
+def _command(spec: ConfigCommand, help: str | None) -> Callable[..., None]:
+    """The function Typer turns into ``spec``'s command: its signature is made from the fields."""
+    caught = (*spec.error_codes, *spec.errors)
 
     def command(**given: Any) -> None:
         config_file = given.pop("config_file", None)
         overrides = [*(given.pop("overrides", None) or ()), *(given.pop("assignments", None) or ())]
+        values, settings = spec.values(given)
         for word in overrides:
             if "=" not in word:
                 raise fail(f"'{word}': expected key=value (extra arguments are settings)")
-        settings: Any = load_settings(spec.config, config_file, overrides, _nested(given))
+        settings_given: Any = load_settings(spec.config, config_file, [*settings, *overrides], values)
         try:
             if spec.check is not None:
-                spec.check(settings)
-            result = spec.run(settings)
-        except spec.errors as error:
+                spec.check(settings_given)
+            result = spec.run(settings_given)
+        except caught as error:
             lines = str(error).strip().splitlines()
-            raise fail(lines[0] if lines else type(error).__name__) from error
-        if result is not None:
-            typer.echo(str(result))
+            code = next((code for kind, code in spec.error_codes.items() if isinstance(error, kind)), 2)
+            raise fail(lines[0] if lines else type(error).__name__, code=code) from error
+        _echo(result)
         code = getattr(result, "exit_code", 0)
         if isinstance(code, int) and code:
             raise typer.Exit(code)
@@ -308,5 +230,49 @@ def register(app: typer.Typer, spec: ConfigCommand, help: str | None = None) -> 
     command.__signature__ = inspect.Signature(spec.parameters())  # type: ignore[attr-defined]
     command.__doc__ = help or (spec.config.__doc__ or "").strip()
     command.__name__ = spec.name.replace("-", "_")
+    return command
+
+
+def register(app: typer.Typer, spec: ConfigCommand, help: str | None = None) -> Callable[..., None]:
+    """Add ``spec`` to ``app`` as a sub-command; returns the generated function (for tests)."""
+    command = _command(spec, help)
     app.command(spec.name)(command)
     return command
+
+
+class _Deferred(TyperCommand):
+    """A sub-command built from its spec only when it is run or its help is asked for.
+
+    Listing the commands (``raddino --help``) shows the help given at registration; the config
+    dataclass, and the library that defines it (often torch), is imported for the one command used.
+    """
+
+    build: Callable[[], TyperCommand]
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        return self.build().make_context(info_name, args, parent=parent, **extra)
+
+
+def register_deferred(app: typer.Typer, name: str, spec: Callable[[], ConfigCommand], help: str) -> None:
+    """Add the command ``spec()`` describes, calling ``spec`` (and importing its config) only when used.
+
+    Args:
+        app: The application (or sub-application) to add it to.
+        name: The sub-command's name, as ``spec().name``.
+        spec: Builds the command's ``ConfigCommand``; import the library inside it.
+        help: The command's help, shown in the command list and atop its own ``--help``.
+    """
+
+    @functools.cache
+    def build() -> TyperCommand:
+        made = spec()
+        single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        single.command(made.name)(_command(made, help))
+        return typing.cast(TyperCommand, typer.main.get_command(single))  # one command: not a group
+
+    deferred = type(f"Deferred_{name.replace('-', '_')}", (_Deferred,), {"build": staticmethod(build)})
+
+    def placeholder() -> None:  # never called: the built command replaces it when the command runs
+        raise AssertionError(name)
+
+    app.command(name, cls=deferred, help=help, add_help_option=False)(placeholder)

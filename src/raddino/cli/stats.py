@@ -2,39 +2,42 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING
 
-import typer
+from raddino.cli.app import app
+from raddino.cli.generate import ConfigCommand, Outcome, register_deferred
 
-from raddino.cli.app import app, fail
+if TYPE_CHECKING:
+    from raddino.data.stats import StatsConfig
+
+HELP = "Mean and std of every pixel after the release's [0, 1] scaling; unreadable files listed beside OUT."
 
 
-@app.command()
-def stats(
-    input_path: Annotated[str, typer.Argument(metavar="INPUT", help="Folder of images or manifest CSV.")],
-    out: Annotated[str, typer.Option("--out", "-o", help="JSON file to write.")] = "stats.json",
-    workers: Annotated[int, typer.Option("--workers", help="Reading processes (1: no pool).")] = 1,
-    sample: Annotated[
-        int | None, typer.Option("--sample", help="Use a random subset of this many images.")
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the --sample subset.")] = 0,
-) -> None:
-    """Mean and std of every pixel after the release's [0, 1] scaling (unreadable files: OUT.errors.csv)."""
-    from raddino.data.stats import compute_stats, write_stats
-    from raddino.io.manifest import ManifestError
+def _run(settings: StatsConfig) -> Outcome:
+    from raddino.data.stats import run_stats
 
-    out_path = Path(out)
-    errors = out_path.with_name(f"{out_path.stem}.errors.csv")
-    try:
-        result = compute_stats(input_path, workers=workers, errors=errors, sample=sample, seed=seed)
-    except (ManifestError, ValueError, OSError) as error:
-        raise fail(str(error)) from error
-    write_stats(result, out_path)
-    typer.echo(
+    result = run_stats(settings)
+    text = (
         f"mean {result.mean:.4f}, std {result.std:.4f} over {result.n_images} images "
-        f"({result.n_pixels} pixels): {out_path}"
+        f"({result.n_pixels} pixels): {settings.out}"
     )
     if result.n_failed:
-        typer.echo(f"{result.n_failed} unreadable: see {result.errors}", err=True)
-        raise typer.Exit(1)
+        return Outcome(text, f"{result.n_failed} unreadable: see {result.errors}", exit_code=1)
+    return Outcome(text)
+
+
+def _spec() -> ConfigCommand:
+    from raddino.data.stats import StatsConfig
+    from raddino.io.manifest import ManifestError
+
+    return ConfigCommand(
+        "stats",
+        StatsConfig,
+        _run,
+        arguments=("input",),
+        short={"out": "-o"},
+        errors=(ManifestError, ValueError, OSError),
+    )
+
+
+register_deferred(app, "stats", _spec, help=HELP)

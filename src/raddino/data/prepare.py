@@ -82,6 +82,20 @@ class PrepareConfig:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
 
 
+@dataclass
+class PrepareRun(PrepareConfig):
+    """What ``raddino prepare`` is given: the settings saved as ``prepare.yaml``, and what they apply to."""
+
+    input: str = ""
+    """Folder of images (searched recursively) or a manifest CSV."""
+    out: str = ""
+    """Output folder for the PNGs, manifest.csv and errors.csv."""
+    strict: bool = False
+    """Exit 1 if any image failed (by default only when none was prepared)."""
+    quiet: bool = False
+    """No progress bar."""
+
+
 @dataclass(frozen=True)
 class PrepareSummary:
     """What a ``prepare_images`` run did.

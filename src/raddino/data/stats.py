@@ -60,6 +60,22 @@ class PixelMoments:
         return float(np.sqrt(self.m2 / self.count)) if self.count else 0.0
 
 
+@dataclass
+class StatsConfig:
+    """Settings of ``raddino stats``."""
+
+    input: str = ""
+    """Folder of images or manifest CSV."""
+    out: str = "stats.json"
+    """JSON file to write; unreadable files are listed beside it in <stem>.errors.csv."""
+    workers: int = 1
+    """Reading processes (1: no pool)."""
+    sample: int | None = None
+    """Use a random subset of this many images (all by default)."""
+    seed: int = 0
+    """Seed of the sample subset."""
+
+
 @dataclass(frozen=True)
 class DatasetStats:
     """What ``raddino stats`` writes.
@@ -185,3 +201,19 @@ def compute_stats(
 def write_stats(stats: DatasetStats, path: str | Path) -> Path:
     """Write the statistics as JSON, atomically."""
     return atomic_write_text(path, stats.to_json())
+
+
+def run_stats(config: StatsConfig, progress: bool = True) -> DatasetStats:
+    """:func:`compute_stats` of ``config.input`` written to ``config.out``, failures in its errors CSV."""
+    out = Path(config.out)
+    errors = out.with_name(f"{out.stem}.errors.csv")
+    stats = compute_stats(
+        config.input,
+        workers=config.workers,
+        errors=errors,
+        sample=config.sample,
+        seed=config.seed,
+        progress=progress,
+    )
+    write_stats(stats, out)
+    return stats

@@ -31,6 +31,25 @@ _FILE_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
 @dataclass
+class ExportConfig:
+    """Settings of ``raddino export``."""
+
+    model: str = ""
+    """The encoder to convert: transformers folder, DINOv2 .safetensors/.pth, preset:NAME or hub id."""
+    out: str = ""
+    """Output folder (or, for format dinov2, a .safetensors/.pth file)."""
+    format: ExportFormat = "transformers"
+    """transformers: config.json + model.safetensors; dinov2: backbone_compatible.safetensors (DINOv2 key
+    names)."""
+    dino_head: str = ""
+    """DINO head file to check and write beside the weights (default: the source folder's own, if any)."""
+    num_heads: int | None = None
+    """Attention heads of a DINOv2 source (default: width / 64)."""
+    overwrite: bool = False
+    """Replace existing output files."""
+
+
+@dataclass
 class ExportResult:
     """What :func:`export_encoder` wrote."""
 
@@ -145,11 +164,25 @@ def export_encoder(
     return result
 
 
+def run_export(config: ExportConfig) -> ExportResult:
+    """:func:`export_encoder` with the settings of ``raddino export``."""
+    return export_encoder(
+        config.model,
+        config.out,
+        format=config.format,
+        dino_head=config.dino_head or None,
+        num_heads=config.num_heads,
+        overwrite=config.overwrite,
+    )
+
+
 __all__ = [
     "DINO_HEAD_FILE_NAME",
+    "ExportConfig",
     "ExportFormat",
     "ExportResult",
     "ModelLoadError",
     "export_encoder",
+    "run_export",
     "save_dinov2_weights",
 ]

@@ -19,7 +19,7 @@ def test_command_writes_images_copies_masks_and_a_contact_sheet(tmp_path: Path) 
         app,
         [
             *("phantoms", "--n", "5", "--size", "64", "--out", str(out), "--seed", "3", "--workers", "1"),
-            *("--dicom", "--png16", "--contact-sheet", str(sheet)),
+            *("--format", "png8", "--format", "png16", "--format", "dicom", "--contact-sheet", str(sheet)),
         ],
     )
     assert result.exit_code == 0, result.output

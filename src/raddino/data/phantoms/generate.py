@@ -21,7 +21,7 @@ from tqdm import tqdm
 from raddino.config import config_to_dict, save_config
 from raddino.data.phantoms.plan import plan_phantoms
 from raddino.data.phantoms.render import render_phantom
-from raddino.data.phantoms.settings import PhantomsConfig, PhantomSettings
+from raddino.data.phantoms.settings import OutputFormat, PhantomsConfig, PhantomSettings
 from raddino.data.phantoms.spec import PhantomSpec
 from raddino.data.phantoms.writer import (
     image_path,
@@ -51,7 +51,7 @@ def generate_phantoms(
     size: int = 518,
     seed: int = 0,
     workers: int | None = None,
-    formats: Sequence[str] = ("png8",),
+    formats: Sequence[OutputFormat] = ("png8",),
     *,
     masks: bool = True,
     settings: PhantomSettings | None = None,

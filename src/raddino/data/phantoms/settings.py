@@ -126,7 +126,7 @@ class PhantomsConfig:
     n: int = 100
     size: int = 518
     seed: int = 0
-    formats: list[str] = field(default_factory=lambda: ["png8"])
+    formats: list[OutputFormat] = field(default_factory=lambda: ["png8"])
     masks: bool = True
     settings: PhantomSettings = field(default_factory=PhantomSettings)
 
@@ -145,6 +145,20 @@ class PhantomsConfig:
                 )
         if len(set(self.formats)) != len(self.formats):
             raise ValueError(f"formats lists a format twice: {self.formats}")
+
+
+@dataclass
+class PhantomsRun(PhantomsConfig):
+    """What ``raddino phantoms`` is given: the settings saved as ``phantoms.yaml``, and where they go."""
+
+    out: str = ""
+    """Output folder (created; rerun to resume)."""
+    workers: int | None = None
+    """Processes; default: every core (1: no pool). The images do not depend on it."""
+    overwrite: bool = False
+    """Re-render everything, even over phantoms made with other settings."""
+    contact_sheet: str = ""
+    """Also write a PNG of the first 16 phantoms with their masks outlined."""
 
 
 def replace_prevalence(settings: PhantomSettings, **prevalence: float) -> PhantomSettings:
