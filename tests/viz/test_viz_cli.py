@@ -137,3 +137,14 @@ def test_pca_two_images(tmp_path: Path, tiny_encoder_dir: Path, phantom_files: l
     bad = runner.invoke(app, ["pca", *files, "-m", str(tiny_encoder_dir), "--threshold", "2"])
     assert bad.exit_code == 2
     assert "--threshold 2.0: must lie in [0, 1]" in bad.output
+
+
+def test_pca_settings_among_the_images(tmp_path: Path, tiny_encoder_dir: Path, phantom_files: list) -> None:
+    out = tmp_path / "pca.png"
+    first, second = (str(path) for path in phantom_files)
+    args = ["pca", first, "tile=40", second, "mask=false", "-m", str(tiny_encoder_dir), "-o", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "2 images, 0.0% of patches masked" in result.output
+    with Image.open(out) as opened:
+        assert opened.size == (2 * 40, 2 * (40 + 22))

@@ -3,39 +3,42 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
-
-import typer
+from typing import TYPE_CHECKING
 
 from raddino.cli.app import app
+from raddino.cli.generate import ConfigCommand, Outcome, register_deferred
+
+if TYPE_CHECKING:
+    from raddino.demo.plan import DemoConfig
 
 
-@app.command()
-def demo(
-    out: Annotated[str, typer.Option("--out", "-o", help="Output folder (re-running resumes).")] = "demo",
-    quick: Annotated[
-        bool, typer.Option("--quick", help="A tiny version (seconds): every step and section, no learning.")
-    ] = False,
-    ablation: Annotated[
-        bool,
-        typer.Option("--ablation/--no-ablation", help="Also pre-train with iBOT off (the paper's ablation)."),
-    ] = True,
-    seed: Annotated[int, typer.Option(help="Seed of the phantoms, initialisation and splits.")] = 0,
-) -> None:
-    """Phantoms → CPU pre-training → export → evaluations against random init → report.html."""
-    from raddino.demo import full_plan, quick_plan, run_demo
+def _run(settings: DemoConfig) -> Outcome:
+    from raddino.demo import run_demo
     from raddino.demo.page import HEADLINE
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    plan = quick_plan(ablation) if quick else full_plan(ablation)
-    result = run_demo(out, plan, seed=seed)
-    typer.echo(
+    result = run_demo(settings.out, settings.plan(), seed=settings.seed)
+    lines = [
         f"{len(result.ran)} step(s) run, {len(result.skipped)} already done; "
         f"{sum(result.seconds.values()):.0f} s of steps in all"
-    )
-    for task, columns in result.margins.items():
-        typer.echo(
-            f"{task}: pre-trained − random init "
-            + ", ".join(f"{c} {m:+.3f}" for c, m in columns.items() if c in HEADLINE)
-        )
-    typer.echo(f"page: {result.page}")
+    ]
+    lines += [
+        f"{task}: pre-trained − random init "
+        + ", ".join(f"{c} {m:+.3f}" for c, m in columns.items() if c in HEADLINE)
+        for task, columns in result.margins.items()
+    ]
+    return Outcome("\n".join([*lines, f"page: {result.page}"]))
+
+
+def _spec() -> ConfigCommand:
+    from raddino.demo.plan import DemoConfig
+
+    return ConfigCommand("demo", DemoConfig, _run, short={"out": "-o"})
+
+
+register_deferred(
+    app,
+    "demo",
+    _spec,
+    help="Phantoms → CPU pre-training → export → evaluations against random init → report.html.",
+)

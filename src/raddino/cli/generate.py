@@ -125,7 +125,8 @@ class ConfigCommand:
             leaf = by_key[key]
             optional = key in self.optional_arguments
             words: Any = list[str] if is_list(leaf.annotation) else str
-            argument = typer.Argument(help=help_text(leaf), show_default=False, metavar=key.upper())
+            help = help_text(leaf) + (" key=value words among them are settings." if words is not str else "")
+            argument = typer.Argument(help=help, show_default=False, metavar=key.upper())
             params.append(
                 inspect.Parameter(
                     key,
@@ -248,6 +249,7 @@ class _Deferred(TyperCommand):
     """
 
     build: Callable[[], TyperCommand]
+    spec: Callable[[], ConfigCommand]  # what ``build`` builds from (for checks over every command)
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
         return self.build().make_context(info_name, args, parent=parent, **extra)
@@ -270,7 +272,8 @@ def register_deferred(app: typer.Typer, name: str, spec: Callable[[], ConfigComm
         single.command(made.name)(_command(made, help))
         return typing.cast(TyperCommand, typer.main.get_command(single))  # one command: not a group
 
-    deferred = type(f"Deferred_{name.replace('-', '_')}", (_Deferred,), {"build": staticmethod(build)})
+    methods = {"build": staticmethod(build), "spec": staticmethod(spec)}
+    deferred = type(f"Deferred_{name.replace('-', '_')}", (_Deferred,), methods)
 
     def placeholder() -> None:  # never called: the built command replaces it when the command runs
         raise AssertionError(name)

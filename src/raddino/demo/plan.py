@@ -129,3 +129,21 @@ def quick_plan(ablation: bool = True) -> DemoPlan:
         report_hidden=32,
         ablation=ablation,
     )
+
+
+@dataclass
+class DemoConfig:
+    """Settings of ``raddino demo``."""
+
+    out: str = "demo"
+    """Output folder (re-running resumes)."""
+    quick: bool = False
+    """A tiny version (seconds): every step and section, no learning."""
+    ablation: bool = True
+    """Also pre-train with iBOT off (the paper's ablation)."""
+    seed: int = 0
+    """Seed of the phantoms, initialisation and splits."""
+
+    def plan(self) -> DemoPlan:
+        """The quick or the full plan, with or without the ablation."""
+        return quick_plan(self.ablation) if self.quick else full_plan(self.ablation)

@@ -49,9 +49,11 @@ class EmbedConfig:
     out: str = "embeddings.parquet"
     """Output Parquet file; shards, errors and the config are written beside it."""
     batch_size: int = 32
+    """Images per forward pass."""
     num_workers: int | None = None
     """DataLoader workers that decode and preprocess; default: the CPU count, at most 8."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Where the encoder runs; auto: CUDA, else MPS, else the CPU."""
     precision: Precision = "fp32"
     """fp16 / bf16 autocast on GPU (bf16 also on CPU)."""
     patch_mean: bool = True
@@ -61,7 +63,9 @@ class EmbedConfig:
     layers: list[int] = field(default_factory=list)
     """Intermediate blocks (0-based, negatives count from the end) whose CLS and patch tokens to store."""
     tokens_format: TokensFormat = "safetensors"
+    """File format of the token shards (patch tokens and intermediate layers)."""
     tokens_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    """Precision the tokens are stored in."""
     shard_size: int = 1024
     """Images per shard: a crash loses at most this many."""
     columns: list[str] = field(default_factory=list)

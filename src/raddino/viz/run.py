@@ -7,7 +7,7 @@ writes the outputs and returns the arrays, so a notebook gets both the files and
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -37,6 +37,64 @@ class FigureOutputs:
 
     figure: Path
     extra: tuple[Path, ...] = ()
+
+
+@dataclass
+class AttentionConfig:
+    """Settings of ``raddino attention`` (see :func:`run_attention`)."""
+
+    image: str = ""
+    """Chest X-ray (PNG, JPEG, TIFF or DICOM)."""
+    model: str = ""
+    """The encoder: transformers folder, DINOv2 .safetensors/.pth, preset:NAME or hub id."""
+    out: str = ""
+    """Output PNG (default: attention_<image>.png)."""
+    layer: int = -1
+    """Block to read; -1 is the last (the paper's)."""
+    npy: str = ""
+    """Also save the (heads + 1, h, w) maps as this .npy file."""
+    tile: int = 256
+    """Side of each panel in the PNG, pixels."""
+
+
+@dataclass
+class CorrespondConfig:
+    """Settings of ``raddino correspond`` (see :func:`run_correspond`)."""
+
+    query: str = ""
+    """Image the points are on."""
+    target: str = ""
+    """Image to search (may be the query itself)."""
+    points: list[str] = field(default_factory=list)
+    """Query point x,y in the query's pixels (0,0 = top-left); repeatable, or several in one quoted value:
+    "120,300 400,310"."""
+    model: str = ""
+    """The encoder: transformers folder, DINOv2 .safetensors/.pth, preset:NAME or hub id."""
+    out: str = ""
+    """Output PNG (default: correspond_<query>_<target>.png)."""
+    matches: list[str] = field(default_factory=list)
+    """Best matches as .json or .csv (repeatable; default: both, beside the PNG)."""
+    tile: int = 256
+    """Side of each panel in the PNG, pixels."""
+
+
+@dataclass
+class PcaConfig:
+    """Settings of ``raddino pca`` (see :func:`run_pca`)."""
+
+    images: list[str] = field(default_factory=list)
+    """One or more images; the PCA is fitted on all jointly."""
+    model: str = ""
+    """The encoder: transformers folder, DINOv2 .safetensors/.pth, preset:NAME or hub id."""
+    out: str = "pca.png"
+    """Output PNG."""
+    threshold: float = 0.5
+    """Mask patches whose first component, scaled to [0, 1] with the background side low, is below this
+    (DINOv2's background mask)."""
+    mask: bool = True
+    """Mask the background at all."""
+    tile: int = 256
+    """Side of each panel in the PNG, pixels."""
 
 
 def _model(model: str | tuple[Encoder, PreprocessConfig]) -> tuple[Encoder, PreprocessConfig]:
