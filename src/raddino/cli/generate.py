@@ -12,7 +12,9 @@ default is the dataclass's, so ``--help`` says what the library does.
 
 Typer builds a command from a function's signature; here the signature is made from the fields
 (``__signature__``), and the function turns the given options back into a dotted tree for
-:func:`raddino.config.load_config`.
+:func:`raddino.config.load_config`. Commands are registered with :func:`register_deferred`, which builds
+a command from its spec only when that command runs, so ``raddino --help`` imports no library (torch
+takes seconds to import).
 """
 
 from __future__ import annotations
