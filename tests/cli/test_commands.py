@@ -35,6 +35,8 @@ def test_the_converted_commands_are_generated() -> None:
     expected = {"embed", "prepare", "phantoms", "stats", "export", "demo", "attention", "correspond", "pca"}
     assert expected <= names
     assert {"manifest brax", "manifest mimic-cxr", "manifest merge"} <= names
+    assert {"probe", "knn", "search", "metadata", "segment", "compare"} <= names
+    assert {"report train", "report generate", "report score"} <= names
 
 
 @pytest.mark.parametrize("path", sorted(GENERATED), ids=" ".join)
@@ -76,3 +78,50 @@ def test_a_required_setting_left_out_is_one_line() -> None:
     result = CliRunner().invoke(app, ["phantoms", "--n", "2"])
     assert result.exit_code == 2
     assert result.output.strip() == "error: no output folder given: pass --out FOLDER"
+
+
+@pytest.mark.parametrize("command", ["probe", "knn", "metadata", "report train", "report generate"])
+def test_the_feature_source_has_the_same_options_everywhere(command: str) -> None:
+    spec = GENERATED[tuple(command.split())]
+    flags = {option.flags[0]: option.leaf.key for option in spec.options() if not option.hidden}
+    expected = {"--model": "features.model", "--embeddings": "features.embeddings"}
+    expected |= {"--cache-dir": "features.cache_dir", "--workers": "features.num_workers"}
+    assert expected.items() <= flags.items()
+    assert flags["--out"] == "out"
+
+
+def test_report_commands_take_the_earlier_encoder_spelling() -> None:
+    for flag in ("--encoder", "-e", "--model"):
+        result = CliRunner().invoke(app, ["report", "train", "studies.csv", flag, "enc"])
+        assert result.exit_code == 2
+        # the encoder was taken: the next missing setting is reported
+        assert result.output.strip().startswith("error: no language model given: pass --lm"), flag
+    result = CliRunner().invoke(app, ["report", "train", "studies.csv", "--lm", "lm"])
+    assert result.output.strip().startswith("error: no encoder given: pass --model")
+
+
+def test_help_shows_square_brackets_of_docstrings() -> None:
+    result = CliRunner().invoke(app, ["report", "train", "--help"], env={"COLUMNS": "300"})
+    assert "e.g. [q_proj, v_proj] (Llama) or [c_attn] (GPT-2)" in result.output
+
+
+def test_evaluation_commands_without_a_feature_source_are_one_line() -> None:
+    for command in ("probe", "knn", "metadata"):
+        result = CliRunner().invoke(app, [command, "m.csv"])
+        assert result.exit_code == 2
+        line = result.output.strip()
+        assert line.startswith("error: no encoder given: pass --model"), command
+        assert "--embeddings" in line
+
+
+def test_report_score_names_a_bad_csv_and_a_wrong_name_count(tmp_path: Path) -> None:
+    generated = tmp_path / "gen.csv"
+    generated.write_text("id,reference,generated\ns1,no effusion,no effusion\n")
+    result = CliRunner().invoke(app, ["report", "score", str(generated), "--name", "a", "--name", "b"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: 2 names for 1 CSV files; give one per CSV"
+    broken = tmp_path / "broken.csv"
+    broken.write_text("id,text\ns1,x\n")
+    result = CliRunner().invoke(app, ["report", "score", str(broken)])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith(f"error: {broken}: missing column(s) ['generated', 'reference']")

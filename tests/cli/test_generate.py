@@ -281,6 +281,16 @@ def test_an_earlier_spelling_still_works_but_is_not_shown() -> None:
     assert "--num-workers" not in CliRunner().invoke(app, ["toy", "--help"]).output
 
 
+def test_a_command_may_word_a_fields_help_its_own_way_and_brackets_are_shown() -> None:
+    app = typer.Typer()
+    spec = ConfigCommand("toy", Toy, lambda config: None, docs={"model": "Encoder [default: recorded]."})
+    register(app, spec)
+    app.command("other")(lambda: None)
+    text = re.sub(r"[\s│]+", " ", CliRunner().invoke(app, ["toy", "--help"], env={"COLUMNS": "200"}).output)
+    assert "Encoder [default: recorded]." in text  # rich would take [default: recorded] as a style tag
+    assert "Decoding workers." in text  # the other fields keep their docstrings
+
+
 def test_a_deferred_command_is_built_only_when_it_is_used() -> None:
     built: list[str] = []
     seen: list[Toy] = []

@@ -159,7 +159,15 @@ def test_segment_command_checks_its_settings(tmp_path: Path) -> None:
     manifest = write_csv(tmp_path / "m.csv", [{"path": "a.png", "mask_left_lung": "a_mask.png"}])
     result = runner.invoke(app, ["segment", str(manifest), "--head", "unet", "--model", "preset:test"])
     assert result.exit_code == 2
-    assert "heads" in result.output
+    assert "'--head'" in result.output
+    assert "'unet' is not one of" in result.output
+    result = runner.invoke(app, ["segment", str(manifest), "heads=[unet]", "--model", "preset:test"])
+    assert result.exit_code == 2
+    unknown = "'unet' is not one of ['linear', 'vitdet', 'upernet']"
+    assert result.output.strip() == f"error: overrides: key 'heads[0]': {unknown}"
+    result = runner.invoke(app, ["segment", str(manifest)])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error: no model given: pass --model")
     result = runner.invoke(
         app,
         [

@@ -1,31 +1,29 @@
-"""Evaluation sub-commands (``probe``, ``knn``, ``search``, ``metadata``, ``segment``, ``compare``): thin
-layers over :mod:`raddino.evaluate`, each with ``--config`` and ``--set key=value``."""
+"""Evaluation sub-commands (``probe``, ``knn``, ``search``, ``metadata``, ``segment``, ``compare``), generated
+from their config dataclasses in :mod:`raddino.evaluate`: one option per field, ``--config`` and
+``key=value`` settings; where the features come from (``features.*``) is promoted to ``--model``,
+``--embeddings``, ``--cache-dir``, ``--device``, ``--workers`` and ``--preprocess``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-import typer
+from raddino.cli.app import app
+from raddino.cli.generate import ConfigCommand, register_deferred
 
-from raddino.cli.app import ConfigOption, OverrideOption, app, fail, load_settings
+if TYPE_CHECKING:
+    from raddino.evaluate.segmentation import SegmentConfig
 
-T = TypeVar("T")
-
-ModelOption = Annotated[
-    str | None,
-    typer.Option(
-        "--model", "-m", help="Encoder: transformers folder, DINOv2 .safetensors/.pth, preset:NAME or hub id."
-    ),
-]
-EmbeddingsOption = Annotated[
-    str | None, typer.Option("--embeddings", help="Existing embeddings .parquet to use instead of --model.")
-]
-OutOption = Annotated[str | None, typer.Option("--out", "-o", help="Output folder.")]
-CacheOption = Annotated[
-    str | None, typer.Option("--cache-dir", help="Feature cache folder (shared between runs).")
-]
-DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")]
+# The feature source of every command that reads frozen features (features.cache.FeatureConfig).
+_FEATURES = {
+    "features.model": "model",
+    "features.embeddings": "embeddings",
+    "features.cache_dir": "cache_dir",
+    "features.device": "device",
+    "features.num_workers": "workers",
+    "features.preprocess": "preprocess",
+}
+_SHORT = {"features.model": "-m", "out": "-o"}
+_NO_MODEL = "pass --model (a folder, a .safetensors/.pth file, preset:NAME or a hub id)"
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -34,220 +32,137 @@ def _errors() -> tuple[type[BaseException], ...]:
     from raddino.io.state_file import StateFileError
     from raddino.training import TrainingError
 
-    return (
-        ManifestError,
-        EmbeddingStoreError,
-        StateFileError,
-        TrainingError,
-        ValueError,
-        FileNotFoundError,
-        OSError,
-        KeyError,
+    return (ManifestError, EmbeddingStoreError, StateFileError, TrainingError, ValueError, OSError, KeyError)
+
+
+def _needs_features(settings: Any) -> None:
+    if not settings.features.model and not settings.features.embeddings:
+        raise ValueError(f"no encoder given: {_NO_MODEL}, or --embeddings FILE.parquet")
+
+
+def _needs_model(settings: SegmentConfig) -> None:
+    if not settings.model:
+        raise ValueError(f"no model given: {_NO_MODEL}")
+
+
+def _probe_spec() -> ConfigCommand:
+    from raddino.evaluate.probe import ProbeConfig, run_probe
+
+    return ConfigCommand(
+        "probe",
+        ProbeConfig,
+        run_probe,
+        arguments=("input",),
+        promote={**_FEATURES, "training.epochs": "epochs", "training.batch_size": "batch_size"},
+        rename={"labels": "label", "feature_choices": "feature", "seeds": "seed"},
+        short=_SHORT,
+        errors=_errors(),
+        check=_needs_features,
     )
 
 
-def _run(
-    cls: type[T],
-    config: str | None,
-    overrides: list[str] | None,
-    values: Mapping[str, Any],
-    action: Callable[[T], Any],
-) -> None:
-    """Load the config, run ``action`` on it, print its summary; bad input exits 2 with the reason."""
-    settings = load_settings(cls, config, overrides, values)
-    try:
-        result = action(settings)
-    except _errors() as error:
-        raise fail(str(error)) from error
-    typer.echo(str(result))
-
-
-@app.command()
-def probe(
-    input: Annotated[str, typer.Argument(help="Manifest CSV with label columns.")],
-    model: ModelOption = None,
-    embeddings: EmbeddingsOption = None,
-    out: OutOption = None,
-    labels: Annotated[
-        list[str] | None, typer.Option("--label", help="Label column (repeatable; default: all).")
-    ] = None,
-    method: Annotated[
-        str | None, typer.Option(help="linear (torch heads) or sklearn (logistic regression).")
-    ] = None,
-    feature: Annotated[
-        list[str] | None,
-        typer.Option("--feature", help="Feature choice, e.g. cls or cls+patch_mean (repeatable)."),
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs of the heads (paper: 100).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Mini-batch size (paper: 96).")] = None,
-    seeds: Annotated[list[int] | None, typer.Option("--seed", help="Seed (repeatable; default 0-4).")] = None,
-    cache_dir: CacheOption = None,
-    device: DeviceOption = None,
-    overwrite: Annotated[bool | None, typer.Option("--overwrite", help="Recompute finished seeds.")] = None,
-    config: ConfigOption = None,
-    overrides: OverrideOption = None,
-) -> None:
-    """Linear probing on frozen features: AUPRC / AUROC per finding, mean ± std over seeds."""
-    from raddino.evaluate.probe import ProbeConfig, run_probe
-
-    values = {
-        "input": input,
-        "out": out,
-        "features.model": model,
-        "features.embeddings": embeddings,
-        "features.cache_dir": cache_dir,
-        "features.device": device,
-        "labels": labels or None,
-        "method": method,
-        "feature_choices": feature or None,
-        "training.epochs": epochs,
-        "training.batch_size": batch_size,
-        "seeds": seeds or None,
-        "overwrite": overwrite,
-    }
-    _run(ProbeConfig, config, overrides, values, run_probe)
-
-
-@app.command()
-def knn(
-    input: Annotated[str, typer.Argument(help="Manifest CSV with label columns.")],
-    model: ModelOption = None,
-    embeddings: EmbeddingsOption = None,
-    out: OutOption = None,
-    labels: Annotated[list[str] | None, typer.Option("--label", help="Label column (repeatable).")] = None,
-    ks: Annotated[list[int] | None, typer.Option("--k", help="Neighbour count (repeatable).")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Vote temperature (DINO: 0.07).")] = None,
-    cache_dir: CacheOption = None,
-    device: DeviceOption = None,
-    config: ConfigOption = None,
-    overrides: OverrideOption = None,
-) -> None:
-    """k-nearest-neighbour classification and retrieval on L2-normalised frozen features."""
+def _knn_spec() -> ConfigCommand:
     from raddino.evaluate.knn import KnnConfig, run_knn
 
-    values = {
-        "input": input,
-        "out": out,
-        "features.model": model,
-        "features.embeddings": embeddings,
-        "features.cache_dir": cache_dir,
-        "features.device": device,
-        "labels": labels or None,
-        "ks": ks or None,
-        "temperature": temperature,
-    }
-    _run(KnnConfig, config, overrides, values, run_knn)
+    return ConfigCommand(
+        "knn",
+        KnnConfig,
+        run_knn,
+        arguments=("input",),
+        promote=_FEATURES,
+        rename={"labels": "label", "ks": "k"},
+        short=_SHORT,
+        errors=_errors(),
+        check=_needs_features,
+    )
 
 
-@app.command()
-def search(
-    embeddings: Annotated[str, typer.Argument(help="Embeddings .parquet from raddino embed.")],
-    query: Annotated[str, typer.Argument(help="An id of the embeddings file, or an image file.")],
-    k: Annotated[int | None, typer.Option("--k", "-k", help="How many neighbours.")] = None,
-    model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Encoder for an image query (default: the recorded one)."),
-    ] = None,
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Folder for search.json/.md/.png.")] = None,
-    device: DeviceOption = None,
-    config: ConfigOption = None,
-    overrides: OverrideOption = None,
-) -> None:
-    """The k most similar images to a query, by cosine similarity of CLS embeddings."""
-    from raddino.evaluate.search import SearchConfig
-    from raddino.evaluate.search import search as run_search
+def _search_spec() -> ConfigCommand:
+    from raddino.evaluate.search import SearchConfig, search
 
-    values = {"embeddings": embeddings, "query": query, "k": k, "model": model, "out": out, "device": device}
-    _run(SearchConfig, config, overrides, values, run_search)
+    return ConfigCommand(
+        "search",
+        SearchConfig,
+        search,
+        arguments=("embeddings", "query"),
+        short={"k": "-k", "model": "-m", "out": "-o"},
+        errors=_errors(),
+    )
 
 
-@app.command()
-def metadata(
-    input: Annotated[str, typer.Argument(help="Manifest CSV with metadata columns (sex, age, weight, bmi).")],
-    model: ModelOption = None,
-    embeddings: EmbeddingsOption = None,
-    out: OutOption = None,
-    targets: Annotated[
-        list[str] | None, typer.Option("--target", help="Column to predict (repeatable).")
-    ] = None,
-    folds: Annotated[int | None, typer.Option(help="Cross-validation folds (paper: 5).")] = None,
-    binning: Annotated[str | None, typer.Option(help="edges (default bins) or quantile.")] = None,
-    cache_dir: CacheOption = None,
-    device: DeviceOption = None,
-    config: ConfigOption = None,
-    overrides: OverrideOption = None,
-) -> None:
-    """Patient metadata from frozen embeddings: logistic regression, k-fold accuracy mean ± std."""
+def _metadata_spec() -> ConfigCommand:
     from raddino.evaluate.metadata import MetadataConfig, run_metadata
 
-    values = {
-        "input": input,
-        "out": out,
-        "features.model": model,
-        "features.embeddings": embeddings,
-        "features.cache_dir": cache_dir,
-        "features.device": device,
-        "targets": targets or None,
-        "folds": folds,
-        "binning": binning,
-    }
-    _run(MetadataConfig, config, overrides, values, run_metadata)
+    return ConfigCommand(
+        "metadata",
+        MetadataConfig,
+        run_metadata,
+        arguments=("input",),
+        promote=_FEATURES,
+        rename={"targets": "target"},
+        short=_SHORT,
+        errors=_errors(),
+        check=_needs_features,
+    )
 
 
-@app.command()
-def compare(
-    results: Annotated[list[str], typer.Argument(help="Result JSON files or folders holding them.")],
-    out: OutOption = None,
-    names: Annotated[
-        list[str] | None, typer.Option("--name", help="Row name per result file, in order.")
-    ] = None,
-    columns: Annotated[
-        list[str] | None, typer.Option("--column", help="Metric to show (repeatable).")
-    ] = None,
-    config: ConfigOption = None,
-    overrides: OverrideOption = None,
-) -> None:
-    """Tables of several encoders' results: best per column in bold, Δ to the runner-up."""
-    from raddino.evaluate.compare import CompareConfig, run_compare
-
-    values = {"results": results, "out": out, "names": names or None, "columns": columns or None}
-    _run(CompareConfig, config, overrides, values, run_compare)
-
-
-@app.command()
-def segment(
-    input: Annotated[str, typer.Argument(help="Manifest CSV with image paths and mask_* columns.")],
-    model: ModelOption = None,
-    out: OutOption = None,
-    structures: Annotated[
-        list[str] | None, typer.Option("--structure", help="Mask column (repeatable; default: every mask_*).")
-    ] = None,
-    heads: Annotated[
-        list[str] | None, typer.Option("--head", help="linear, vitdet or upernet (repeatable).")
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs (paper: 100).")] = None,
-    fewshot: Annotated[
-        list[int] | None, typer.Option("--fewshot", help="Few-shot training-set size (repeatable).")
-    ] = None,
-    device: DeviceOption = None,
-    overwrite: Annotated[
-        bool | None, typer.Option("--overwrite", help="Retrain the heads: no reuse, no resume.")
-    ] = None,
-    config: ConfigOption = None,
-    overrides: OverrideOption = None,
-) -> None:
-    """Segmentation heads on a frozen encoder: Dice per structure, masks and overlays, few-shot curve."""
+def _segment_spec() -> ConfigCommand:
     from raddino.evaluate.segmentation import SegmentConfig, run_segment
 
-    values = {
-        "input": input,
-        "model": model,
-        "out": out,
-        "structures": structures or None,
-        "heads": heads or None,
-        "training.epochs": epochs,
-        "fewshot": fewshot or None,
-        "device": device,
-        "overwrite": overwrite,
-    }
-    _run(SegmentConfig, config, overrides, values, run_segment)
+    return ConfigCommand(
+        "segment",
+        SegmentConfig,
+        run_segment,
+        arguments=("input",),
+        promote={"training.epochs": "epochs"},
+        rename={"structures": "structure", "heads": "head", "layers": "layer"},
+        short={"model": "-m", "out": "-o"},
+        errors=_errors(),
+        check=_needs_model,
+    )
+
+
+def _compare_spec() -> ConfigCommand:
+    from raddino.evaluate.compare import CompareConfig, run_compare
+
+    return ConfigCommand(
+        "compare",
+        CompareConfig,
+        run_compare,
+        arguments=("results",),
+        rename={"names": "name", "columns": "column"},
+        short={"out": "-o"},
+        errors=_errors(),
+    )
+
+
+register_deferred(
+    app,
+    "probe",
+    _probe_spec,
+    help="Linear probing on frozen features: AUPRC / AUROC per finding, mean ± std over seeds.",
+)
+register_deferred(
+    app, "knn", _knn_spec, help="k-nearest-neighbour classification and retrieval on L2-normalised features."
+)
+register_deferred(
+    app, "search", _search_spec, help="The k most similar images to a query, by cosine similarity of CLS."
+)
+register_deferred(
+    app,
+    "metadata",
+    _metadata_spec,
+    help="Patient metadata from frozen embeddings: logistic regression, k-fold accuracy mean ± std.",
+)
+register_deferred(
+    app,
+    "segment",
+    _segment_spec,
+    help="Segmentation heads on a frozen encoder: Dice per structure, masks and overlays, few-shot curve.",
+)
+register_deferred(
+    app,
+    "compare",
+    _compare_spec,
+    help="Tables of several encoders' results: best per column in bold, Δ to the runner-up.",
+)

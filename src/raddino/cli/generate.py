@@ -77,6 +77,8 @@ class ConfigCommand:
         aliases: Earlier spellings still accepted but not shown (``{"--num-workers": "num_workers"}``).
         choices: Words an option takes instead of the field's own values (``{"voi": {"on": True}}``).
         hide: Top-level fields left to ``key=value`` only.
+        docs: Help in place of a field's docstring where this command uses the field its own way
+            (``{"features.model": "default: the encoder the report model was trained on"}``).
         errors: Exceptions that mean bad input: printed as one line, exit status 2.
         error_codes: Exceptions printed as one line with another exit status (``{LockError: 3}``);
             checked before ``errors``.
@@ -94,6 +96,7 @@ class ConfigCommand:
     aliases: Mapping[str, str] = field(default_factory=dict)
     choices: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     hide: tuple[str, ...] = ()
+    docs: Mapping[str, str] = field(default_factory=dict)
     errors: tuple[type[BaseException], ...] = (ValueError, OSError)
     error_codes: Mapping[type[BaseException], int] = field(default_factory=dict)
     check: Callable[[Any], None] | None = None
@@ -108,6 +111,8 @@ class ConfigCommand:
             option_name = self.promote.get(leaf.key) or self.rename.get(leaf.key) or leaf.key
             flags = ("--" + option_name.replace("_", "-"), *filter(None, [self.short.get(leaf.key)]))
             choices = self.choices.get(leaf.key)
+            if leaf.key in self.docs:
+                leaf = dataclasses.replace(leaf, doc=self.docs[leaf.key])
             found.append(
                 FieldOption(leaf, param_name(leaf.key), flags, option_type(leaf.annotation), choices)
             )

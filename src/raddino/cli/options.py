@@ -89,14 +89,23 @@ def _metavar(annotation: Any) -> str:
     return f"<{'|'.join(words)}>"
 
 
+def _literal(text: str) -> str:
+    """``text`` as printed, where Typer renders help with rich: ``[q_proj, v_proj]`` is not a style tag."""
+    try:
+        from rich.markup import escape
+    except ImportError:  # without rich, Typer prints help as it is
+        return text
+    return escape(text)
+
+
 def help_text(leaf: Leaf) -> str:
     text = (leaf.doc or leaf.key.replace("_", " ")).replace("``", "")
     shown = leaf.default
     if shown is dataclasses.MISSING or shown in ("", None) or shown == []:
-        return text
+        return _literal(text)
     if isinstance(shown, (list, tuple)):
         shown = ", ".join(str(v) for v in shown)
-    return f"{text} (default: {shown})"
+    return _literal(f"{text} (default: {shown})")
 
 
 def param_name(key: str) -> str:

@@ -1,29 +1,38 @@
-"""``raddino report train | generate | score``: report generation from a frozen encoder (paper Table 5)."""
+"""``raddino report train | generate | score``: report generation from a frozen encoder (paper Table 5).
+
+Each sub-command is generated from its config dataclass in :mod:`raddino.reportgen`; the encoder
+(``features.model``) is ``--model`` as in the evaluation commands (``--encoder`` and ``-e`` are still
+accepted, hidden), and ``--device`` also places the feature extraction unless ``features.device`` is set.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from raddino.cli.app import ConfigOption, OverrideOption, app, fail
-from raddino.config import ConfigError, load_config
+from raddino.cli.app import app
+from raddino.cli.generate import ConfigCommand, register_deferred
+
+if TYPE_CHECKING:
+    from raddino.reportgen.generate import ReportGenerateConfig, ReportGenerateSummary
+    from raddino.reportgen.train import ReportTrainConfig, ReportTrainSummary
 
 report_app = typer.Typer(
     help="LLaVA-style report generation on a frozen encoder: train, generate, score.", no_args_is_help=True
 )
 app.add_typer(report_app, name="report")
 
-ModelOption = Annotated[
-    str | None,
-    typer.Option("--encoder", "-e", help="Frozen encoder: folder, DINOv2 file, preset:NAME or hub id."),
-]
-EmbeddingsOption = Annotated[
-    str | None, typer.Option("--embeddings", help="Existing embeddings .parquet with the patch tokens.")
-]
-DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda or mps.")]
-PrecisionOption = Annotated[str | None, typer.Option(help="fp32, bf16 or fp16.")]
-SplitOption = Annotated[str | None, typer.Option(help="Manifest split to use ('' for every row).")]
+_FEATURES = {
+    "features.model": "model",
+    "features.embeddings": "embeddings",
+    "features.cache_dir": "cache_dir",
+    "features.num_workers": "workers",
+    "features.preprocess": "preprocess",
+    "studies.split": "split",
+}
+_EARLIER = {"--encoder": "features.model", "-e": "features.model"}
+_SHORT = {"features.model": "-m", "out": "-o"}
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -34,7 +43,6 @@ def _errors() -> tuple[type[BaseException], ...]:
     from raddino.training import TrainingError
 
     return (
-        ConfigError,
         ManifestError,
         FeatureError,
         EmbeddingStoreError,
@@ -45,148 +53,104 @@ def _errors() -> tuple[type[BaseException], ...]:
     )
 
 
-@report_app.command("train")
-def train(
-    input: Annotated[str, typer.Argument(help="Manifest CSV with path, id, report (and split) columns.")],
-    language_model: Annotated[
-        str | None, typer.Option("--lm", help="Causal LM: transformers folder with tokenizer, or hub id.")
-    ] = None,
-    encoder: ModelOption = None,
-    embeddings: EmbeddingsOption = None,
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Output folder.")] = None,
-    layer: Annotated[int | None, typer.Option(help="Encoder block feeding the projector (-1 last).")] = None,
-    trainable: Annotated[
-        str | None, typer.Option(help="'projector+lm', 'projector' or 'lora' (adapters; needs peft).")
-    ] = None,
-    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank (16).")] = None,
-    lora_alpha: Annotated[
-        float | None, typer.Option(help="LoRA alpha; updates scale by alpha/rank (32).")
-    ] = None,
-    lora_dropout: Annotated[float | None, typer.Option(help="Dropout on the LoRA input (0.05).")] = None,
-    lora_targets: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated LM modules to adapt, e.g. q_proj,v_proj (default all-linear)."),
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (default 3).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Studies per optimiser step (128).")] = None,
-    micro_batch_size: Annotated[int | None, typer.Option(help="Studies per forward pass.")] = None,
-    learning_rate: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (2e-5).")] = None,
-    split: SplitOption = None,
-    val_split: Annotated[
-        str | None, typer.Option(help="Split whose loss picks the best epoch (e.g. val; default none).")
-    ] = None,
-    patience: Annotated[
-        int | None, typer.Option(help="Stop after this many epochs without a lower val loss (0: never).")
-    ] = None,
-    device: DeviceOption = None,
-    precision: PrecisionOption = None,
-    overwrite: Annotated[bool | None, typer.Option("--overwrite", help="Start afresh, no resume.")] = None,
-    config: ConfigOption = None,
-    overrides: OverrideOption = None,
-) -> None:
-    """Train the projector (and the LM or LoRA adapters) on frozen image tokens; rerun to resume."""
-    from raddino.reportgen.train import ReportTrainConfig, train_report_model
-
-    values = {
-        "input": input,
-        "language_model": language_model,
-        "out": out,
-        "features.model": encoder,
-        "features.embeddings": embeddings,
-        "features.device": device,
-        "layer": layer,
-        "trainable": trainable,
-        "lora.rank": lora_rank,
-        "lora.alpha": lora_alpha,
-        "lora.dropout": lora_dropout,
-        "lora.target_modules": [name.strip() for name in lora_targets.split(",")] if lora_targets else None,
-        "val_split": val_split,
-        "early_stopping_patience": patience,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "micro_batch_size": micro_batch_size,
-        "learning_rate": learning_rate,
-        "studies.split": split,
-        "device": device,
-        "precision": precision,
-        "overwrite": overwrite,
-    }
-    try:
-        settings = load_config(ReportTrainConfig, config, overrides or (), values)
-        if not settings.features.model and not settings.features.embeddings:
-            raise ValueError("no encoder: pass --encoder (or --embeddings with stored patch tokens)")
-        summary = train_report_model(settings)
-    except _errors() as error:
-        raise fail(str(error)) from error
-    typer.echo(str(summary))
+def _one_device(settings: Any) -> None:
+    """``--device`` places the feature extraction too, unless ``features.device`` says otherwise."""
+    if settings.features.device == "auto":
+        settings.features.device = settings.device
 
 
-@report_app.command("generate")
-def generate(
-    model: Annotated[str, typer.Argument(help="Folder written by `raddino report train`.")],
-    input: Annotated[str, typer.Argument(help="Manifest CSV of the studies to describe.")],
-    out: Annotated[str | None, typer.Option("--out", "-o", help="CSV: id,reference,generated.")] = None,
-    encoder: ModelOption = None,
-    embeddings: EmbeddingsOption = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Longest report in tokens (150).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Studies decoded together.")] = None,
-    split: SplitOption = None,
-    device: DeviceOption = None,
-    precision: PrecisionOption = None,
-    overwrite: Annotated[bool | None, typer.Option("--overwrite", help="Start afresh, no resume.")] = None,
-    config: ConfigOption = None,
-    overrides: OverrideOption = None,
-) -> None:
-    """Greedy-decode a report for every study; rerun the same command to resume."""
-    from raddino.reportgen.generate import ReportGenerateConfig, generate_reports
+def _train(settings: ReportTrainConfig) -> ReportTrainSummary:
+    from raddino.reportgen.train import train_report_model
 
-    values = {
-        "model": model,
-        "input": input,
-        "out": out,
-        "features.model": encoder,
-        "features.embeddings": embeddings,
-        "features.device": device,
-        "max_new_tokens": max_new_tokens,
-        "batch_size": batch_size,
-        "studies.split": split,
-        "device": device,
-        "precision": precision,
-        "overwrite": overwrite,
-    }
-    try:
-        settings = load_config(ReportGenerateConfig, config, overrides or (), values)
-        summary = generate_reports(settings)
-    except _errors() as error:
-        raise fail(str(error)) from error
-    typer.echo(str(summary))
+    if not settings.features.model and not settings.features.embeddings:
+        raise ValueError(
+            "no encoder given: pass --model (a folder, a .safetensors/.pth file, preset:NAME or a hub id), "
+            "or --embeddings FILE.parquet with stored patch tokens"
+        )
+    if not settings.language_model:
+        raise ValueError(
+            "no language model given: pass --lm (a transformers folder with its tokenizer, or hub id)"
+        )
+    # ``--lora-targets q_proj,v_proj`` (the earlier comma-separated form) names two modules.
+    modules = [name.strip() for entry in settings.lora.target_modules for name in entry.split(",")]
+    settings.lora.target_modules = [name for name in modules if name]
+    if not settings.lora.target_modules:
+        raise ValueError("--lora-targets: name at least one module (or all-linear)")
+    _one_device(settings)
+    return train_report_model(settings)
 
 
-@report_app.command("score")
-def score(
-    generated: Annotated[list[str], typer.Argument(help="CSV(s) from `raddino report generate`.")],
-    name: Annotated[
-        list[str] | None, typer.Option("--name", help="Row name per CSV (default: file stem; repeatable).")
-    ] = None,
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Write the Markdown table here.")] = None,
-    samples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 500,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
-) -> None:
-    """ROUGE-L and BLEU-4 (median [95% CI], 500 bootstraps), CheXbert / RadGraph when installed."""
-    from raddino.io.atomic import atomic_write_text
-    from raddino.reportgen.score import markdown_table, score_reports
+def _generate(settings: ReportGenerateConfig) -> ReportGenerateSummary:
+    from raddino.reportgen.generate import generate_reports
 
-    names = list(name or [])
-    if names and len(names) != len(generated):
-        raise fail(f"{len(names)} --name values for {len(generated)} CSV files")
-    try:
-        results = [
-            score_reports(path, names[index] if names else None, samples, seed)
-            for index, path in enumerate(generated)
-        ]
-    except ValueError as error:
-        raise fail(str(error)) from error
-    table = markdown_table(results)
-    if out:
-        atomic_write_text(out, table)
-    typer.echo(table)
+    _one_device(settings)
+    return generate_reports(settings)
+
+
+def _train_spec() -> ConfigCommand:
+    from raddino.reportgen.train import ReportTrainConfig
+
+    lora = {f"lora.{name}": f"lora_{name}" for name in ("rank", "alpha", "dropout")}
+    return ConfigCommand(
+        "train",
+        ReportTrainConfig,
+        _train,
+        arguments=("input",),
+        promote={**_FEATURES, **lora, "lora.target_modules": "lora_targets"},
+        rename={"language_model": "lm", "learning_rate": "lr", "early_stopping_patience": "patience"},
+        short=_SHORT,
+        aliases=_EARLIER,
+        errors=_errors(),
+    )
+
+
+def _generate_spec() -> ConfigCommand:
+    from raddino.reportgen.generate import ReportGenerateConfig
+
+    return ConfigCommand(
+        "generate",
+        ReportGenerateConfig,
+        _generate,
+        arguments=("model", "input"),
+        promote=_FEATURES,
+        docs={
+            "features.model": "Encoder the image tokens come from (transformers folder, DINOv2 file, "
+            "preset:NAME or hub id); default: the one the report model was trained on."
+        },
+        short=_SHORT,
+        aliases=_EARLIER,
+        errors=_errors(),
+    )
+
+
+def _score_spec() -> ConfigCommand:
+    from raddino.reportgen.score import ReportScoreConfig, score_files
+
+    return ConfigCommand(
+        "score",
+        ReportScoreConfig,
+        score_files,
+        arguments=("generated",),
+        rename={"names": "name"},
+        short={"out": "-o"},
+    )
+
+
+register_deferred(
+    report_app,
+    "train",
+    _train_spec,
+    help="Train the projector (and the LM or LoRA adapters) on frozen image tokens; rerun to resume.",
+)
+register_deferred(
+    report_app,
+    "generate",
+    _generate_spec,
+    help="Greedy-decode a report for every study; rerun the same command to resume.",
+)
+register_deferred(
+    report_app,
+    "score",
+    _score_spec,
+    help="ROUGE-L and BLEU-4 (median [95% CI], 500 bootstraps), CheXbert / RadGraph when installed.",
+)

@@ -33,11 +33,13 @@ class CompareConfig:
     results: list[str] = field(default_factory=list)
     """Result JSON files, or folders searched (recursively) for them."""
     out: str = "compare"
+    """Output folder (``compare.md``, ``compare.csv``, ``compare.json``)."""
     names: list[str] = field(default_factory=list)
     """Encoder names for the rows, in the order of the result files found (default: recorded names)."""
     columns: list[str] = field(default_factory=list)
     """Summary metrics to show (default: every metric, in the order first seen)."""
     digits: int = 3
+    """Decimals shown in the tables."""
 
 
 @dataclass

@@ -37,9 +37,12 @@ class KnnConfig:
     input: str = ""
     """Manifest CSV with label columns."""
     out: str = "knn"
+    """Output folder."""
     features: FeatureConfig = field(default_factory=FeatureConfig)
     labels: list[str] = field(default_factory=list)
+    """Label columns to classify; default: every column holding only 0 / 1 / -1 / empty."""
     uncertain: UncertainPolicy = "missing"
+    """How a -1 (uncertain) label counts."""
     feature: str = "cls"
     """Feature choice (``cls`` by default, as in DINO's kNN evaluation)."""
     ks: list[int] = field(default_factory=lambda: [10, 20, 100, 200])
@@ -47,7 +50,9 @@ class KnnConfig:
     temperature: float = 0.07
     """Vote temperature T of ``exp(similarity / T)`` (DINO's)."""
     split_ratios: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    """Train / val / test shares when the manifest has no ``split`` column (made by subject)."""
     split_seed: int = 0
+    """Seed of the split by subject when the manifest has no ``split`` column."""
     figure: bool = True
     """Write ``knn.png`` (test metrics against k)."""
 

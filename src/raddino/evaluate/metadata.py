@@ -54,8 +54,10 @@ class MetadataConfig:
     input: str = ""
     """Manifest CSV with metadata columns (``sex``, ``age``, ``weight``, ``bmi``, ...)."""
     out: str = "metadata"
+    """Output folder."""
     features: FeatureConfig = field(default_factory=FeatureConfig)
     feature: str = "cls"
+    """Feature the regression reads (``cls``, ``patch_mean`` or ``cls+patch_mean``)."""
     targets: list[str] = field(default_factory=lambda: ["sex", "age", "weight", "bmi"])
     """Columns to predict; default targets absent from the manifest are skipped."""
     bins: dict[str, list[float]] = field(
@@ -63,10 +65,13 @@ class MetadataConfig:
     )
     """Inner bin edges of numeric targets (4 edges -> 5 intervals)."""
     binning: Literal["edges", "quantile"] = "edges"
+    """edges: the edges given in ``bins``; quantile: the data's quintiles (balanced classes)."""
     folds: int = 5
+    """Cross-validation folds, by subject (paper: 5)."""
     c: float = 1.0
     """Inverse regularisation strength of the logistic regression (scikit-learn's default)."""
     seed: int = 0
+    """Seed of the fold assignment."""
     figure: bool = True
     """Write ``metadata.png`` (accuracy per target)."""
 

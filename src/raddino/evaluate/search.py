@@ -36,10 +36,13 @@ class SearchConfig:
     query: str = ""
     """An id of the embeddings file, or an image file (embedded with the file's model)."""
     k: int = 5
+    """How many neighbours."""
     column: Literal["cls", "patch_mean"] = "cls"
+    """Which vector is compared: the CLS token or the mean of the patch tokens."""
     model: str = ""
     """Encoder for an image query; default: the one recorded with the embeddings."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Where an image query is embedded; auto: CUDA, else MPS, else the CPU."""
     out: str = ""
     """Folder for ``search.json``, ``search.md`` and the ``search.png`` contact sheet (optional)."""
 

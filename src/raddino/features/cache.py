@@ -52,9 +52,13 @@ class FeatureConfig:
     layers: list[int] = field(default_factory=list)
     """Intermediate blocks to extract (needed by ``layer{i}_...`` feature choices)."""
     batch_size: int = 32
+    """Images per forward pass while extracting."""
     num_workers: int | None = None
+    """DataLoader workers that decode and preprocess while extracting; default: the CPU count, at most 8."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Where the encoder runs while extracting; auto: CUDA, else MPS, else the CPU."""
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    """Autocast precision of the encoder while extracting."""
     preprocess: str = ""
     """Preprocessing instead of the model's own (a folder or ``preprocessor_config.json``, or
     ``rad-dino``); needed for a model that carries none."""

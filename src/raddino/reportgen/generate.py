@@ -42,14 +42,20 @@ class ReportGenerateConfig:
     input: str = ""
     """Manifest CSV of the studies to describe (its report column is the reference)."""
     out: str = "generated_reports.csv"
+    """CSV written: ``id``, ``reference``, ``generated``."""
     features: FeatureConfig = field(default_factory=FeatureConfig)
     """Feature cache; ``features.model`` defaults to the encoder the report model was trained on."""
     studies: StudySelection = field(default_factory=lambda: StudySelection(split="test"))
     max_new_tokens: int = 150
+    """Longest report in tokens (the paper's 150)."""
     batch_size: int = 16
+    """Studies decoded together."""
     precision: Precision = "fp32"
+    """Autocast precision of decoding (auto: bf16 or fp16 on a GPU, fp32 elsewhere)."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Where the model decodes; auto: CUDA, else MPS, else the CPU."""
     overwrite: bool = False
+    """Start afresh: discard an earlier (or partial) CSV at ``out`` instead of resuming it."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.batch_size < 1:

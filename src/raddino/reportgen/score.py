@@ -19,10 +19,32 @@ import numpy as np
 from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU
 
+from raddino.io.atomic import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 # Column order of the paper's Table 5.
 METRIC_COLUMNS = ("ROUGE-L", "BLEU-4", "RadGraph F1", "CheXbert Macro-F1-14")
+
+
+@dataclass
+class ReportScoreConfig:
+    """Settings of ``raddino report score``."""
+
+    generated: list[str] = field(default_factory=list)
+    """CSV files written by ``raddino report generate`` (``reference`` and ``generated`` columns)."""
+    names: list[str] = field(default_factory=list)
+    """Row name per CSV, in order (default: each file's stem)."""
+    out: str = ""
+    """Markdown file the table is also written to (optional)."""
+    samples: int = 500
+    """Bootstrap resamples of the studies (the paper's 500)."""
+    seed: int = 0
+    """Seed of the bootstrap resampling."""
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise ValueError(f"samples must be at least 1, got {self.samples}")
 
 
 @dataclass
@@ -170,3 +192,25 @@ def markdown_table(results: Sequence[ReportScores]) -> str:
     notes = sorted({note for result in results for note in result.notes})
     footer = ["", "Median [95% CI] over bootstrap resamples of the studies; scores ×100."]
     return "\n".join(lines + footer + [f"- {note}" for note in notes]) + "\n"
+
+
+def score_files(config: ReportScoreConfig) -> str:
+    """Score every CSV of ``config.generated`` and return Table 5's Markdown (also written to ``out``).
+
+    Raises:
+        ValueError: no CSV given, a ``names`` list of another length, or a CSV that cannot be scored; the
+            message names the file.
+    """
+    if not config.generated:
+        raise ValueError("no generated-reports CSV given: name the CSVs written by `raddino report generate`")
+    if config.names and len(config.names) != len(config.generated):
+        raise ValueError(f"{len(config.names)} names for {len(config.generated)} CSV files; give one per CSV")
+    names: list[str | None] = [*config.names] or [None] * len(config.generated)
+    results = [
+        score_reports(path, name, config.samples, config.seed)
+        for path, name in zip(config.generated, names, strict=True)
+    ]
+    table = markdown_table(results)
+    if config.out:
+        atomic_write_text(config.out, table)
+    return table

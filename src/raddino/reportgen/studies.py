@@ -29,6 +29,7 @@ class StudySelection:
     split_column: str = "split"
     """Column holding the split; rows are kept when it equals ``split`` (all rows when ``split`` is empty)."""
     split: str = ""
+    """Split of the studies to use (``''``: every row)."""
 
 
 def tokens_name(store_path: Path, layer: int) -> str:

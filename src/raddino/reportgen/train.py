@@ -76,26 +76,35 @@ class ReportTrainConfig:
     projector_dropout: float = 0.0
     """Dropout on the image tokens entering the projector, during training only."""
     prompt: str = PROMPT
+    """Instruction before the report; ``<image>`` marks where the image tokens go (LLaVA's)."""
     zero_images: bool = False
     """Ablation: zeros in place of the image tokens, to measure what the LM writes without the image."""
     learning_rate: float = 2e-5
+    """Peak learning rate of the cosine schedule (LLaVA-1.5's)."""
     warmup_ratio: float = 0.03
+    """Share of the steps spent warming up linearly to the peak rate."""
     weight_decay: float = 0.0
+    """AdamW's weight decay (LLaVA-1.5: none)."""
     epochs: int = 3
+    """Passes over the training studies."""
     batch_size: int = 128
     """Studies per optimiser step (LLaVA-1.5's global batch)."""
     micro_batch_size: int = 8
     """Studies per forward pass; gradients are accumulated up to ``batch_size``."""
     max_grad_norm: float = 1.0
+    """Gradients are clipped to this global norm."""
     max_report_tokens: int = 256
+    """Reports are cut to this many tokens for training."""
     precision: Precision = "fp32"
     """bf16 / fp16 autocast on GPU (bf16 also on CPU); the master weights stay fp32."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Where the model trains; auto: CUDA, else MPS, else the CPU."""
     checkpoint_every: int = 100
     """Optimiser steps between checkpoints (also written at every epoch's end)."""
     max_steps: int = 0
     """Stop (with a checkpoint) after this many optimiser steps in total; 0 trains every epoch."""
     seed: int = 0
+    """Seed of the projector's initialisation and of every epoch's data order (``seed + epoch``)."""
     overwrite: bool = False
     """Discard an earlier run in ``out`` instead of resuming it."""
 

@@ -42,7 +42,9 @@ class HeadTraining:
     """Optimisation of the heads (defaults: the paper's linear probe)."""
 
     epochs: int = 100
+    """Training epochs of the heads (paper: 100)."""
     batch_size: int = 96
+    """Images per mini-batch (paper: 96)."""
     weight_decay: float = 0.01
     """AdamW's default; the paper does not state one."""
     standardize: bool = True

@@ -47,6 +47,7 @@ class ProbeConfig:
     uncertain: UncertainPolicy = "missing"
     """How a -1 (uncertain) label counts."""
     method: Literal["linear", "sklearn"] = "linear"
+    """linear: torch heads trained together (the paper's); sklearn: scikit-learn logistic regression."""
     feature_choices: list[str] = field(default_factory=lambda: ["cls", "cls+patch_mean"])
     """Features each head may read (``+`` concatenates); the best is picked on validation."""
     lrs: list[float] = field(default_factory=lambda: [1e-5, 5e-5, 1e-4, 5e-4, 1e-3])
@@ -58,10 +59,13 @@ class ProbeConfig:
     sklearn_cs: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
     """Inverse regularisation strengths tried in ``sklearn`` mode."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    """Seeds of the heads (one probe each); results are the mean ± std over them."""
     split_ratios: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     """Train / val / test shares when the manifest has no ``split`` column (made by subject)."""
     split_seed: int = 0
+    """Seed of the split by subject when the manifest has no ``split`` column."""
     progress: bool = True
+    """Show progress bars."""
     figure: bool = True
     """Write ``probe.png`` (AUPRC per finding)."""
     overwrite: bool = False

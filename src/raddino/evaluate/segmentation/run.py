@@ -76,26 +76,35 @@ class SegmentConfig:
     model: str = ""
     """Encoder: transformers folder, DINOv2 file, ``preset:NAME`` or hub id."""
     out: str = "segment"
+    """Output folder."""
     structures: list[str] = field(default_factory=list)
     """Mask columns (default: every ``mask_*`` column)."""
     heads: list[HeadName] = field(default_factory=lambda: ["linear", "vitdet", "upernet"])
+    """Heads to train on the frozen encoder, one after another."""
     layers: list[int] = field(default_factory=list)
     """UPerNet's 4 intermediate blocks (default: 3, 5, 7, 11 for 12 blocks)."""
     training: SegTraining = field(default_factory=SegTraining)
     split_ratios: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
+    """Train / val / test shares when the manifest has no ``split`` column (made by subject)."""
     split_seed: int = 0
+    """Seed of the split by subject when the manifest has no ``split`` column."""
     seed: int = 0
+    """Seed of the heads' initialisation and batch order."""
     fewshot: list[int] = field(default_factory=list)
     """Training-set sizes of the few-shot curve, e.g. [1, 2, 5, 10, 20]; empty: no curve."""
     fewshot_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    """Seeds of each few-shot size: which training images are drawn, and the head's initialisation."""
     resolution: int = 0
     """Resize / crop to this size instead of the model's preprocessing (0: the model's, 518 for RAD-DINO);
     a multiple of the patch size."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Where the encoder and heads run; auto: CUDA, else MPS, else the CPU."""
     cache_features: bool = True
     """Keep the frozen features in memory (float16) across epochs; off when augmenting."""
     save_predictions: bool = True
+    """Write each head's predicted test masks and overlays."""
     progress: bool = True
+    """Show progress bars."""
     overwrite: bool = False
     """Retrain every head instead of reusing (or resuming) the ones saved in ``out``."""
 

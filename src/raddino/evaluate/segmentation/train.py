@@ -39,6 +39,7 @@ class SegTraining:
     """Optimisation of the segmentation heads (defaults: the paper's)."""
 
     epochs: int = 100
+    """Training epochs of each head (paper: 100)."""
     batch_size: int = 8
     lr: float = 5e-4
     weight_decay: float = 0.0
