@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from raddino.io.state_file import StateFileError
 from raddino.training.metrics import CsvColumn, CsvView, MetricsLog, read_metrics
-from raddino.training.run_folder import RunFolder
+from raddino.training.run_folder import CHECKPOINT_FORMAT, LegacyLayout, RunFolder
 
 VIEW = CsvView("train_log.csv", [CsvColumn("step", "iteration", "d"), CsvColumn("loss", "train/loss", ".3f")])
 
@@ -99,3 +100,40 @@ def test_a_record_cut_short_by_a_kill_is_skipped(tmp_path: Path) -> None:
     assert read_metrics(tmp_path) == [{"iteration": 1, "train/loss": 0.5}]
     MetricsLog(tmp_path, resume_from=2).close()
     assert (tmp_path / "metrics.jsonl").read_text() == '{"iteration": 1, "train/loss": 0.5}\n'
+
+
+def _earlier_layout() -> LegacyLayout:
+    """A task's own checkpoints before the engine: ``epoch_N.pt`` + ``last.txt``, ``{"epoch", "weights"}``."""
+
+    def upgrade(payload: dict, path: Path) -> dict:
+        if "epoch" not in payload:
+            raise StateFileError(f"{path}: not a toy checkpoint (no 'epoch')")
+        return {"format": CHECKPOINT_FORMAT, "step": 10 * payload["epoch"], "task": {"w": payload["weights"]}}
+
+    return LegacyLayout(re.compile(r"^epoch_(\d+)\.pt$"), "last.txt", upgrade)
+
+
+def test_a_run_of_the_earlier_layout_resumes_from_its_newest_file_until_the_engine_saves(
+    tmp_path: Path,
+) -> None:
+    run = RunFolder(tmp_path, "toy checkpoint", legacy=_earlier_layout())
+    run.checkpoints.mkdir()
+    for epoch in (1, 2, 3):
+        torch.save(
+            {"epoch": epoch, "weights": torch.full((2,), float(epoch))}, run.checkpoints / f"epoch_{epoch}.pt"
+        )
+    (run.checkpoints / "last.txt").write_text("epoch_2.pt\n")  # the pointer wins over the highest number
+    latest = run.latest()
+    assert latest == run.checkpoints / "epoch_2.pt"
+    assert run.is_legacy(latest)
+    state = run.load_checkpoint(latest)
+    assert state["step"] == 20
+    assert state["task"]["w"].tolist() == [2.0, 2.0]
+    torch.save({"weights": torch.zeros(2)}, run.checkpoints / "epoch_9.pt")
+    with pytest.raises(StateFileError, match=r"epoch_9\.pt: not a toy checkpoint \(no 'epoch'\)"):
+        run.load_checkpoint(run.checkpoints / "epoch_9.pt")
+
+    run.save_checkpoint(21, {"task": {"w": torch.ones(2)}})
+    assert run.latest() == run.checkpoint_path(21)  # the engine's files come first once there is one
+    assert not run.is_legacy(run.checkpoint_path(21))
+    assert (run.checkpoints / "epoch_3.pt").is_file()  # the earlier files are left as they were

@@ -13,13 +13,17 @@ from torch import nn
 from raddino.models import DINOHead, Encoder
 from raddino.training.distributed import DistributedContext
 from raddino.training.parallel import (
+    GatheredOptimization,
     clip_gradients,
+    full_state_dict,
     gradient_sync,
+    load_full_state_dict,
     shard,
     shard_units,
     unwrap,
     wrap_for_training,
 )
+from raddino.training.schedules import Schedules
 
 SINGLE = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -117,3 +121,30 @@ def test_gradient_sync_is_skipped_on_micro_steps_and_restored_after_an_error():
     assert module.calls == [False, True]
     with gradient_sync(nn.Linear(2, 2), enabled=False):  # a plain module: nothing to skip
         pass
+
+
+def test_gathered_optimization_checkpoints_full_states_by_parameter_name() -> None:
+    """What a checkpoint holds of a (DDP-wrapped or sharded) student: names, not positions, so it loads into
+    a network built afresh on any number of processes."""
+    torch.manual_seed(0)
+    network = _Network()
+    optimizer = torch.optim.AdamW(network.parameters(), lr=1e-2)
+    network(torch.rand(2, 3, 28, 28)).square().mean().backward()
+    optimizer.step()
+    optimization = GatheredOptimization(network, optimizer, Schedules({}, 0), trained=network)
+    state, weights = optimization.state_dict(), full_state_dict(network)
+    stepped = {name for name, parameter in network.named_parameters() if parameter.grad is not None}
+    assert set(state["optimizer"]["state"]) == stepped  # the mask token, unused, has no moments
+    assert set(weights) == set(network.state_dict())
+
+    fresh = _Network()
+    fresh_optimizer = torch.optim.AdamW(fresh.parameters(), lr=1e-2)
+    load_full_state_dict(fresh, weights)
+    GatheredOptimization(fresh, fresh_optimizer, Schedules({}, 0)).load_state_dict(state)
+    for (name, left), right in zip(network.named_parameters(), fresh.parameters(), strict=True):
+        assert torch.equal(left, right), name
+        if name in stepped:
+            moments = optimizer.state[left]["exp_avg"], fresh_optimizer.state[right]["exp_avg"]
+            assert torch.equal(*moments), name
+        else:  # never stepped, as in the optimiser that was saved
+            assert not fresh_optimizer.state[right], name

@@ -31,7 +31,6 @@ from raddino.training.task import Plan, Task
 
 logger = logging.getLogger(__name__)
 
-_SHOWN = ("train/loss", "train/learning_rate")  # beside the progress bar
 Callback = Callable[[int, Mapping[str, float]], None]
 """Called after every step (and its checkpoint) with the steps done and the step's ``train`` record."""
 
@@ -108,13 +107,19 @@ class Engine:
         start, resumed = self._resume(optimization, scaler)
         self.task.begin(start)
         metrics = MetricsLog(self.run.path, start if resumed else None, self.is_main, self.views)
-        bar = Progress(self.plan.total_steps, start, self.task.description, self.progress and self.is_main)
+        bar = Progress(
+            self.plan.total_steps,
+            start,
+            self.task.description,
+            self.progress and self.is_main,
+            items_per_step=self.task.items_per_step,
+        )
         result = FitResult(start, start, False, checkpoint=self.run.latest() if resumed else None)
         optimization.model.train()
         try:
             while result.step < self.plan.last_step and not self.task.finished:
                 self._step(optimization, scaler, metrics, result)
-                bar.update(result.step, {k: v for k, v in result.last.items() if k in _SHOWN})
+                bar.update(result.step, {k: v for k, v in result.last.items() if k in self.task.shown})
                 for callback in self.callbacks:
                     callback(result.step, result.last)
         finally:

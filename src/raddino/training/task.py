@@ -77,6 +77,13 @@ class Task(Protocol):
     description: str
     """Shown beside the progress bar."""
 
+    shown: tuple[str, ...]
+    """Keys of the ``train`` record shown beside the progress bar."""
+
+    items_per_step: int
+    """Images (items) one step consumes over all processes, for the bar's img/s (0: steps/s only); read
+    after :meth:`begin`."""
+
     def build(self, device: torch.device) -> Optimization:
         """Create (or load) the model on ``device``, its optimiser and schedules; called once per session,
         before the checkpoint (if any) is restored into them."""
@@ -125,6 +132,8 @@ class TaskBase:
     """Defaults of a task's optional parts: no set-up, no extra values, no validation, no early end."""
 
     description = "train"
+    shown: tuple[str, ...] = ("train/loss", "train/learning_rate")
+    items_per_step = 0
 
     def begin(self, start: int) -> None:
         return None
