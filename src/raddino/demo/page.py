@@ -77,8 +77,8 @@ def figure_steps(out: Path, manifest: Path, model: Path, size: int) -> dict[str,
 
 
 def _loss_section(out: Path) -> Section:
-    from raddino.pretrain.metrics import read_metrics
-    from raddino.viz.loss_svg import write_loss_curves
+    from raddino.training import read_metrics
+    from raddino.viz.loss_svg import PRETRAINING_LOSSES, write_loss_curves
 
     records = read_metrics(out / "run")
     svg = write_loss_curves(records, out / "figures" / "loss_curves.svg")
@@ -86,7 +86,7 @@ def _loss_section(out: Path) -> Section:
     text = (
         f"{len(records)} logged records up to iteration {int(last.get('iteration', 0))} of the pre-trained "
         "encoder's run (`run/metrics.jsonl`); last "
-        + ", ".join(f"{k} {last[k]:.3f}" for k in ("loss", "dino", "ibot", "koleo") if k in last)
+        + ", ".join(f"{k.split('/')[-1]} {last[k]:.3f}" for k in PRETRAINING_LOSSES if k in last)
         + "."
     )
     return Section(

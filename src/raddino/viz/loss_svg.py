@@ -41,19 +41,27 @@ def _panel(xs: list[float], ys: list[float], name: str, colour: str, left: float
     )
 
 
+PRETRAINING_LOSSES = ("train/loss", "train/dino", "train/ibot", "train/koleo")
+"""The loss terms pre-training logs (the engine's keys; runs of earlier versions logged them without
+``train/``, and are drawn from those)."""
+
+
 def loss_curves_svg(records: Sequence[dict[str, Any]], keys: Sequence[str] = ()) -> str:
     """The SVG text of ``metrics.jsonl`` records: a panel per key against ``iteration``.
 
     Args:
         records: Logged records, each with ``iteration`` and float terms.
-        keys: Terms to draw (default: ``loss`` and every term seen among ``dino``, ``ibot``, ``koleo``
-            — the names pre-training logs).
+        keys: Terms to draw (default: every one of :data:`PRETRAINING_LOSSES` seen), each panel titled by
+            the key's last part (``dino``).
 
     Raises:
         ValueError: no record holds any of the keys.
     """
-    wanted = list(keys) or ["loss", "dino", "ibot", "koleo"]
+    wanted = list(keys or PRETRAINING_LOSSES)
     present = [k for k in wanted if any(isinstance(r.get(k), int | float) for r in records)]
+    if not present and not keys:  # a run logged before the keys were namespaced
+        wanted = [key.removeprefix("train/") for key in PRETRAINING_LOSSES]
+        present = [k for k in wanted if any(isinstance(r.get(k), int | float) for r in records)]
     if not present:
         raise ValueError(f"no loss values ({', '.join(wanted)}) among {len(records)} metrics records")
     panel_width, gap = 220.0, 60.0
@@ -67,7 +75,8 @@ def loss_curves_svg(records: Sequence[dict[str, Any]], keys: Sequence[str] = ())
         ]
         xs, ys = [p[0] for p in points], [p[1] for p in points]
         left = 50 + index * (panel_width + gap)
-        parts.append(_panel(xs, ys, key, _COLOURS[index % len(_COLOURS)], left, panel_width))
+        colour = _COLOURS[index % len(_COLOURS)]
+        parts.append(_panel(xs, ys, key.split("/")[-1], colour, left, panel_width))
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="230" '
         f'viewBox="0 0 {width} 230" font-family="sans-serif">'
