@@ -1,8 +1,10 @@
 """Speed of one pre-training step: images/s, model FLOP utilisation and peak memory.
 
-A step is what ``raddino.pretrain.train`` runs per iteration: teacher forward (no gradient), student
-forward over 2 global + n local crops with iBOT masks, DINO + iBOT + KoLeo losses, backward, per-module
-gradient clipping, AdamW step, EMA teacher update. Batches are synthetic (data loading is not measured).
+A step is what the training engine runs per pre-training iteration (``raddino.training.optimization_step``
+on :class:`~raddino.pretrain.task.PretrainTask`'s pieces): teacher forward (no gradient), student forward
+over 2 global + n local crops with iBOT masks, DINO + iBOT + KoLeo losses, backward, the finiteness check of
+every loss term, per-module gradient clipping, AdamW step, EMA teacher update. Batches are synthetic (data
+loading is not measured).
 
 - CPU: the CPU demo model (``configs/demo_cpu.yaml``: 4-block, 128-wide ViT/14, 112/56 px crops), batch 16,
   fp32.
@@ -34,8 +36,9 @@ from raddino.data.collate import collate_multicrop
 from raddino.pretrain.config import PretrainConfig, load_pretrain_config
 from raddino.pretrain.dataset import MaskPlanner
 from raddino.pretrain.meta_arch import SSLMetaArch
-from raddino.pretrain.param_groups import apply_schedules, build_param_groups
-from raddino.training.parallel import clip_gradients
+from raddino.pretrain.task import PretrainTask
+from raddino.training import MixedPrecision, optimization_step
+from raddino.training.distributed import DistributedContext
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -85,22 +88,24 @@ def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
 def raddino_step(
     config: PretrainConfig, device: torch.device, dtype: torch.dtype | None
 ) -> Callable[[], None]:
-    """This project's training step (the loop's body without data loading and logging)."""
-    model = SSLMetaArch(config).to(device)
-    model.train()
-    student = model.student
-    optimizer = torch.optim.AdamW(build_param_groups(student.encoder, student.heads()))
-    apply_schedules(optimizer, 1e-4, 0.04, 1e-4)
+    """This project's training step: the engine's, on the pre-training task (without data loading, logging
+    and checkpoints)."""
+    task = PretrainTask(config, DistributedContext(rank=0, world_size=1, local_rank=0, device=device))
+    optimization = task.build(device)
+    optimization.model.train()
+    precision = MixedPrecision(device, dtype)
+    values = {
+        "learning_rate": 1e-4,
+        "weight_decay": 0.04,
+        "last_layer_learning_rate": 1e-4,
+        "momentum": 0.994,
+        "teacher_temperature": 0.04,
+    }
+    optimization.apply_schedules(optimization.optimizer, values)
     batch = synthetic_batch(config, device)
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            losses = model.forward_losses(batch, 0.04)
-        losses.total.backward()
-        clip_gradients(student.clip_groups(), 3.0)
-        optimizer.step()
-        model.update_teacher(0.994)
+        optimization_step(optimization, precision, None, 0, [(batch, 1.0)], task.loss, values)
 
     return step
 

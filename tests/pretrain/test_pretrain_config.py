@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from raddino.cli import app
 from raddino.config import ConfigError
 from raddino.pretrain.config import load_pretrain_config
-from raddino.pretrain.train import Schedules
+from raddino.pretrain.task import build_schedules
 
 CONFIGS = TEST_CONFIG.parent
 
@@ -27,11 +27,13 @@ def test_rad_dino_recipe_values() -> None:
     assert config.crops.local_crops_size == 196
     assert config.ibot.mask_ratio_min_max == (0.1, 0.5)
     assert config.dino.head_n_prototypes == 65536
-    schedules = Schedules.build(config, world_size=16)
-    assert schedules.teacher_temp[0] == pytest.approx(0.04)
-    assert schedules.teacher_temp[30 * 1250] == pytest.approx(0.07)
-    assert schedules.last_layer_lr[:1250].max() == 0.0  # frozen for the first "epoch"
-    assert schedules.lr[12_500] == pytest.approx(config.scaled_lr(16))  # peak after 10 warm-up epochs
+    schedules = build_schedules(config, world_size=16).arrays
+    assert schedules["teacher_temperature"][0] == pytest.approx(0.04)
+    assert schedules["teacher_temperature"][30 * 1250] == pytest.approx(0.07)
+    assert schedules["last_layer_learning_rate"][:1250].max() == 0.0  # frozen for the first "epoch"
+    assert schedules["learning_rate"][12_500] == pytest.approx(config.scaled_lr(16))  # peak after warm-up
+    assert schedules["momentum"][0] == 0.992
+    assert all(len(array) == 100_000 for array in schedules.values())
 
 
 def test_demo_and_test_configs_load() -> None:

@@ -61,7 +61,7 @@ def test_two_processes_match_one(
     assert result.returncode == 0, result.stderr[-3000:]
     payload = read_checkpoint(latest_checkpoint(tmp_path / "run"))  # type: ignore[arg-type]
     assert payload["world_size"] == 2
-    assert payload["iteration"] == 4
+    assert payload["step"] == 4
     for network in ("teacher", "student"):
         difference = _max_difference(payload[network], reference["final"][network])
         assert difference < TOLERANCE, (network, difference)

@@ -1,4 +1,5 @@
-"""The single-process loop: exact resume, frozen last layer, non-finite losses, logs, export."""
+"""Single-process pre-training on the engine: exact resume, frozen last layer, non-finite losses, logs,
+progress, export."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import torch
 from pretrain_helpers import make_config, make_phantoms
 
 from raddino.data.preprocess import PreprocessConfig
+from raddino.io.manifest import read_manifest, write_manifest
 from raddino.models import load_dino_head, load_encoder
 from raddino.pretrain.checkpoint import latest_checkpoint, read_checkpoint
 from raddino.pretrain.export import export_run
 from raddino.pretrain.losses import KoLeoLoss
 from raddino.pretrain.meta_arch import SSLMetaArch
-from raddino.pretrain.metrics import read_metrics
-from raddino.pretrain.train import NonFiniteLossError, pretrain
+from raddino.pretrain.train import pretrain
+from raddino.training import NonFiniteLossError, read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def test_resume_is_exact(full_run: Path, manifest: Path, tmp_path: Path) -> None
     config = make_config(manifest, "train.checkpoint_period=2")
     with pytest.raises(_Interrupt):  # killed one step after the checkpoint at iteration 4
         pretrain(config, run, progress=False, on_step=_stop_after(5))
-    assert latest_checkpoint(run).name == "iteration_0000004.pt"  # type: ignore[union-attr]
+    assert latest_checkpoint(run).name == "step_0000004.pt"  # type: ignore[union-attr]
     result = pretrain(config, run, progress=False)
     assert result.iterations == 8
     resumed, uninterrupted = (read_checkpoint(latest_checkpoint(r)) for r in (run, full_run))  # type: ignore[arg-type]
@@ -66,22 +68,26 @@ def test_resume_is_exact(full_run: Path, manifest: Path, tmp_path: Path) -> None
     # The metrics log reads as one run: iterations 1..8 once each, the same losses.
     logged = read_metrics(run)
     assert [record["iteration"] for record in logged] == list(range(1, 9))
-    assert [r["loss"] for r in logged] == [r["loss"] for r in read_metrics(full_run)]
+    assert logged == read_metrics(full_run)  # every value, bit for bit (no timings in the log)
 
 
 def test_run_outputs_and_schedules(full_run: Path, manifest: Path) -> None:
-    records = read_metrics(full_run)
+    records = [
+        {key.removeprefix("train/"): value for key, value in r.items()} for r in read_metrics(full_run)
+    ]
     assert len(records) == 8
-    assert all(set(r) >= {"loss", "dino", "ibot", "koleo", "lr", "momentum"} for r in records)
+    logged = {"loss", "dino", "ibot", "koleo", "learning_rate", "weight_decay", "momentum"}
+    logged |= {"teacher_temperature", "last_layer_learning_rate", "grad_norm_backbone", "grad_norm_dino_head"}
+    assert all(set(r) == {"iteration", *logged} for r in records)
     # Last head layer frozen for the first epoch (2 iterations): lr 0 there, the cosine lr afterwards.
-    assert [r["last_layer_lr"] for r in records[:2]] == [0.0, 0.0]
-    assert records[2]["last_layer_lr"] == records[2]["lr"] > 0
+    assert [r["last_layer_learning_rate"] for r in records[:2]] == [0.0, 0.0]
+    assert records[2]["last_layer_learning_rate"] == records[2]["learning_rate"] > 0
     # Teacher temperature warms up from 0.04 and the EMA momentum rises from 0.992 towards 1.
-    assert records[0]["teacher_temp"] == pytest.approx(0.04)
+    assert records[0]["teacher_temperature"] == pytest.approx(0.04)
     assert records[0]["momentum"] == pytest.approx(0.992)
     assert records[-1]["momentum"] > 0.999
-    checkpoints = sorted(p.name for p in (full_run / "checkpoints").glob("iteration_*.pt"))
-    assert checkpoints == ["iteration_0000006.pt", "iteration_0000008.pt"]  # keep_checkpoints: 2
+    checkpoints = sorted(p.name for p in (full_run / "checkpoints").glob("step_*.pt"))
+    assert checkpoints == ["step_0000006.pt", "step_0000008.pt"]  # keep_checkpoints: 2
     assert (full_run / "config.yaml").read_text().count("OFFICIAL_EPOCH_LENGTH: 2") == 1
 
 
@@ -112,13 +118,13 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(
     run = tmp_path / "run"
     with pytest.raises(NonFiniteLossError) as caught:
         pretrain(make_config(manifest, "train.checkpoint_period=2"), run, progress=False)
-    assert caught.value.iteration == 3
+    assert caught.value.step == 3  # 0-based: the fourth step
     assert caught.value.term == "koleo"
-    assert "iteration 3" in str(caught.value)
-    assert "'koleo'" in str(caught.value)
+    assert str(caught.value).startswith("step 4: loss term 'koleo' is nan; stopping before the optimiser")
+    assert str(caught.value).endswith("lower optim.base_lr, raise optim.warmup_epochs or use bf16/fp32)")
     last = latest_checkpoint(run)
     assert last is not None
-    assert last.name == "iteration_0000002.pt"
+    assert last.name == "step_0000002.pt"
     assert all(torch.isfinite(t).all() for t in read_checkpoint(last)["student"].values())
 
 
@@ -150,8 +156,8 @@ def test_export_teacher_transformers_and_dinov2(full_run: Path, tmp_path: Path) 
 def test_activation_checkpointing_trains_the_same(full_run: Path, manifest: Path, tmp_path: Path) -> None:
     config = make_config(manifest, "train.checkpoint_period=2", "student.activation_checkpointing=true")
     pretrain(config, tmp_path / "run", progress=False)
-    losses = [record["loss"] for record in read_metrics(tmp_path / "run")]
-    assert losses == pytest.approx([record["loss"] for record in read_metrics(full_run)], rel=1e-5)
+    losses = [record["train/loss"] for record in read_metrics(tmp_path / "run")]
+    assert losses == pytest.approx([record["train/loss"] for record in read_metrics(full_run)], rel=1e-5)
 
 
 def test_start_from_exported_encoder_and_head(full_run: Path, manifest: Path, tmp_path: Path) -> None:
@@ -175,3 +181,51 @@ def test_start_from_exported_encoder_and_head(full_run: Path, manifest: Path, tm
     )
     with pytest.raises(ValueError, match=r"dino\.head_n_prototypes"):
         SSLMetaArch(wrong)
+
+
+def test_split_spellings_count_and_unreadable_images_go_to_errors_csv(
+    manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``train.split: train`` keeps the rows spelled ``Training`` and ``train``; an unreadable one of them is
+    replaced, listed in ``RUN/errors.csv`` and counted, and the run goes on."""
+    rows = read_manifest(manifest)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    listed = [{"path": str(broken), "id": "broken", "split": "Training"}]
+    spellings = ["Training", "train", "valid", "test"]
+    for index, row in enumerate(rows.rows):
+        listed.append({"path": str(rows.resolve(row)), "id": row["id"], "split": spellings[index % 4]})
+    csv = write_manifest(listed, tmp_path / "manifest.csv", columns=["path", "id", "split"])
+    config = make_config(Path(csv), "train.split=train", "optim.epochs=1")
+    result = pretrain(config, tmp_path / "run", progress=False)
+    assert result.failures >= 1
+    errors = (tmp_path / "run" / "errors.csv").read_text().splitlines()
+    assert errors[0] == "path,stage,reason"
+    assert all(line.startswith(f'{broken},read,"not an image') for line in errors[1:])
+    assert len(errors) - 1 == result.failures
+    kept = 1 + sum(1 for index in range(len(rows.rows)) if index % 4 < 2)  # the broken one, Training, train
+    assert capsys.readouterr().out.splitlines()[0].endswith(f"; {kept} images")
+
+
+def test_a_split_no_row_has_is_one_line(manifest: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"train\.split: split 'tset' is not one of"):
+        pretrain(make_config(manifest, "train.split=tset"), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # nothing written before the data is known
+
+
+def test_a_run_whose_dino_head_is_never_stepped_resumes_exactly(manifest: Path, tmp_path: Path) -> None:
+    """iBOT alone with its own head: the DINO head gets no gradient, so AdamW keeps no state for it; a
+    resumed run does not ask for one (it used to stop with 'Missing optimizer state') and goes on exactly."""
+    options = ("dino.loss_weight=0", "dino.koleo_loss_weight=0", "ibot.separate_head=true", "optim.epochs=2")
+    config = make_config(manifest, *options, "train.checkpoint_period=2")
+    pretrain(config, tmp_path / "whole", progress=False)
+    with pytest.raises(_Interrupt):
+        pretrain(config, tmp_path / "resumed", progress=False, on_step=_stop_after(3))
+    pretrain(config, tmp_path / "resumed", progress=False)
+    whole, resumed = (read_checkpoint(latest_checkpoint(tmp_path / r)) for r in ("whole", "resumed"))  # type: ignore[arg-type]
+    for part in ("student", "teacher"):
+        _assert_same_states(resumed[part], whole[part])
+    assert not any(name.startswith("dino_head.") for name in whole["optimizer"]["state"])
+    assert resumed["optimizer"]["state"].keys() == whole["optimizer"]["state"].keys()
+    for name, state in whole["optimizer"]["state"].items():
+        _assert_same_states(resumed["optimizer"]["state"][name], state)

@@ -8,14 +8,16 @@ import pytest
 from engine_tasks import (
     REPORTS,
     EngineCase,
+    pretrain_case,
+    pretrain_manifest,
     report_case,
     report_manifest,
     segmentation_case,
     segmentation_manifest,
 )
 
-ENGINE_TASKS = ("segmentation", "report")
-"""Every task on the engine; pre-training is added here when it is ported."""
+ENGINE_TASKS = ("segmentation", "report", "pretrain")
+"""Every task on the engine."""
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +31,7 @@ def engine_data(tmp_path_factory: pytest.TempPathFactory, tiny_encoder_dir: Path
     return {
         "segmentation": segmentation_manifest(root / "segmentation"),
         "report": report_manifest(root / "report"),
+        "pretrain": pretrain_manifest(root / "pretrain"),
         "language_model": language_model,
         "cache": root / "feature-cache",
     }
@@ -43,6 +46,11 @@ def segmentation_engine_case(engine_data: dict[str, Path], tiny_encoder_dir: Pat
 def report_engine_case(engine_data: dict[str, Path], tiny_encoder_dir: Path) -> EngineCase:
     data = engine_data
     return report_case(data["report"], tiny_encoder_dir, data["language_model"], data["cache"])
+
+
+@pytest.fixture
+def pretrain_engine_case(engine_data: dict[str, Path]) -> EngineCase:
+    return pretrain_case(engine_data["pretrain"])
 
 
 @pytest.fixture(params=ENGINE_TASKS)

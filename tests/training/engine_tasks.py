@@ -1,8 +1,8 @@
 """Every task that trains on the engine, as the shared resume and checkpoint-safety tests drive it.
 
 Each :class:`EngineCase` trains its task through the library entry point that users call
-(``run_segment``, ``train_report_model``), at test size, with callbacks after every step, and says where
-its run folder, CSV views and trained weights are. Pre-training joins this list when it runs on the engine.
+(``run_segment``, ``train_report_model``, ``pretrain``), at test size, with callbacks after every step, and
+says where its run folder, CSV views and trained weights are.
 """
 
 from __future__ import annotations
@@ -188,3 +188,40 @@ def report_case(data: Path, encoder: Path, language_model: Path, cache: Path) ->
     return EngineCase(
         "report", train, lambda out: out, ("train_log.csv", "val_log.csv"), weights, kill_at=3, cli=cli
     )
+
+
+PRETRAIN_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "test.yaml"
+
+
+def pretrain_manifest(folder: Path) -> Path:
+    """12 small phantom chest X-rays."""
+    from raddino.data.phantoms import generate_phantoms
+
+    return generate_phantoms(folder, n=12, size=64, seed=0, workers=1, masks=False, progress=False)
+
+
+def pretrain_case(data: Path) -> EngineCase:
+    """``configs/test.yaml``: student with drop-path, EMA teacher, iBOT masks, KoLeo; 8 iterations,
+    checkpoints at 4 and 8."""
+    from raddino.pretrain.checkpoint import latest_checkpoint, read_checkpoint
+    from raddino.pretrain.config import load_pretrain_config
+    from raddino.pretrain.train import pretrain
+
+    def train(out: Path, callbacks: Sequence[Callback], overwrite: bool = False) -> object:
+        config = load_pretrain_config(PRETRAIN_CONFIG, [f"train.dataset_path={data}"])
+
+        def on_step(done: int, record: object) -> None:
+            for callback in callbacks:
+                callback(done, record)  # type: ignore[arg-type]
+
+        return pretrain(config, out, progress=False, on_step=on_step, overwrite=overwrite)
+
+    def weights(out: Path) -> dict[str, torch.Tensor]:
+        state = read_checkpoint(latest_checkpoint(out))  # type: ignore[arg-type]
+        parts = ("student", "teacher", "objective")
+        return {f"{part}.{name}": tensor for part in parts for name, tensor in state[part].items()}
+
+    def cli(out: Path) -> list[str]:
+        return ["pretrain", "--config", str(PRETRAIN_CONFIG), "--out", str(out), "--data", str(data)]
+
+    return EngineCase("pretrain", train, lambda out: out, (), weights, kill_at=6, cli=cli)

@@ -33,6 +33,9 @@ def pretrain(
     restart: Annotated[
         bool, typer.Option("--restart", help="Refuse to resume: fail if RUN already has checkpoints.")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start afresh: remove RUN's checkpoints, logs and exports.")
+    ] = False,
 ) -> None:
     """Continue DINOv2 pre-training (DINO + iBOT + KoLeo, EMA teacher) on your images; resumes by default.
 
@@ -40,17 +43,17 @@ def pretrain(
     torchrun --nproc_per_node 8 -m raddino pretrain -c configs/rad_dino_vitb14.yaml --out runs/x
     """
     from raddino.config import ConfigError
-    from raddino.pretrain.checkpoint import CheckpointError
+    from raddino.io.state_file import StateFileError
     from raddino.pretrain.config import load_pretrain_config
-    from raddino.pretrain.train import NonFiniteLossError
     from raddino.pretrain.train import pretrain as run_pretraining
+    from raddino.training import NonFiniteLossError, TrainingError
 
     try:
         settings = load_pretrain_config(config, overrides or (), {"train.dataset_path": data})
-        result = run_pretraining(settings, out, resume=not restart)
+        result = run_pretraining(settings, out, resume=not restart, overwrite=overwrite)
     except NonFiniteLossError as error:
         raise fail(str(error), code=3) from error
-    except (ConfigError, CheckpointError, FileExistsError, ValueError, OSError) as error:
+    except (ConfigError, StateFileError, TrainingError, FileExistsError, ValueError, OSError) as error:
         raise fail(str(error)) from error
     typer.echo(f"done: {result.iterations} iterations in {result.run}; last checkpoint {result.checkpoint}")
     if result.export is not None:
@@ -78,13 +81,13 @@ def export_run(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
 ) -> None:
     """Export a pre-training run's encoder (+ DINO head) with the run's normalisation."""
-    from raddino.pretrain.checkpoint import CheckpointError
+    from raddino.io.state_file import StateFileError
     from raddino.pretrain.export import export_run as export
 
     try:
         result = export(
             run, out, which=which.value, format=format.value, checkpoint=checkpoint, overwrite=overwrite
         )
-    except (CheckpointError, FileExistsError, ValueError, OSError) as error:
+    except (StateFileError, FileExistsError, ValueError, OSError) as error:
         raise fail(str(error)) from error
     typer.echo(str(result))

@@ -70,6 +70,8 @@ def export_run(
     payload = read_checkpoint(path)
     if "config" not in payload:
         raise CheckpointError(f"{path}: no config stored; not a raddino pretrain checkpoint")
+    if "encoder_config" not in payload:
+        raise CheckpointError(f"{path}: no encoder_config stored; not a raddino pretrain checkpoint")
     config = config_from_dict(payload["config"])
     state = payload[which]
     encoder = _encoder_from_state(payload["encoder_config"], state, source=f"{path} ({which} encoder)")

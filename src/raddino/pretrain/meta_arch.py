@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,6 +18,7 @@ from torch import nn
 from raddino.models import DINOHead, Encoder, load_dino_head, load_encoder
 from raddino.pretrain.config import PretrainConfig
 from raddino.pretrain.losses import DINOLoss, KoLeoLoss, iBOTPatchLoss
+from raddino.training import LossTerms  # the engine's: ``total`` is back-propagated, ``terms`` logged
 
 Batch = dict[str, torch.Tensor]
 
@@ -113,14 +113,6 @@ class SSLNetwork(nn.Module):
         if local_crops is not None and local_crops.shape[0] > 0:
             outputs["local_logits"] = self.dino_head(self.encoder(local_crops).cls)  # (nB, K)
         return outputs
-
-
-@dataclass(frozen=True)
-class LossTerms:
-    """The weighted terms of one step's loss (``total`` is what is back-propagated)."""
-
-    total: torch.Tensor
-    terms: dict[str, torch.Tensor]
 
 
 class SSLObjective(nn.Module):

@@ -1,4 +1,4 @@
-"""Schedules: endpoints, warm-up, freeze and DINOv2's exact arrays."""
+"""Schedules (DINOv2's recipe for pre-training): endpoints, warm-up, freeze and the teacher temperature."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from raddino.pretrain.schedules import cosine_schedule, teacher_temperature_schedule
+from raddino.training.schedules import cosine_schedule, teacher_temperature_schedule
 
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine():

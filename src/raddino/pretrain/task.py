@@ -1,0 +1,247 @@
+"""DINOv2 pre-training as a task on the training engine (:mod:`raddino.training`).
+
+The task owns what is particular to self-supervised pre-training; the engine runs the loop. Each step,
+as DINOv2's ``train.py`` does it:
+
+- the schedules (precomputed arrays, :func:`build_schedules`) set every parameter group's lr and weight
+  decay, the heads' last layer's lr (0 while frozen) and, through the step's values, the teacher's
+  temperature and momentum;
+- ``train.grad_accumulation_steps`` micro-batches from the :class:`~raddino.pretrain.sampler.StreamSampler`:
+  teacher forward without gradient, student forward and backward, the gradient all-reduce only on the
+  last micro-batch (DDP ``no_sync``, FSDP2 ``set_requires_gradient_sync``);
+- a non-finite loss term stops the run naming it; the gradients are clipped per module (backbone, each
+  head), AdamW steps, and the EMA teacher follows (an after-step hook).
+
+A checkpoint holds the full student and teacher, the loss centres and the sampler's position (the
+engine adds the optimiser, the scaler and every rank's RNG), so a resumed run draws the same images,
+crops, masks and drop-path as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from raddino.config import config_to_dict
+from raddino.io.failures import FailureLog
+from raddino.pretrain.config import PretrainConfig
+from raddino.pretrain.dataset import PretrainDataset
+from raddino.pretrain.loader import Collator, move_batch
+from raddino.pretrain.meta_arch import SSLMetaArch, SSLNetwork
+from raddino.pretrain.param_groups import apply_schedules, build_param_groups
+from raddino.pretrain.sampler import StreamSampler
+from raddino.training import (
+    LossTerms,
+    Optimization,
+    Schedules,
+    StepResult,
+    TaskBase,
+    cosine_schedule,
+    teacher_temperature_schedule,
+)
+from raddino.training.distributed import DistributedContext
+from raddino.training.parallel import (
+    GatheredOptimization,
+    clip_gradients,
+    full_state_dict,
+    gradient_sync,
+    load_full_state_dict,
+    unwrap,
+    wrap_for_training,
+)
+
+
+def build_schedules(config: PretrainConfig, world_size: int) -> Schedules:
+    """DINOv2's ``build_schedulers``: arrays of ``config.total_iterations`` steps.
+
+    ``learning_rate``: linear warm-up over ``optim.warmup_epochs`` to the scaled peak, then cosine to
+    ``optim.min_lr``; ``last_layer_learning_rate``: the same, 0 for ``optim.freeze_last_layer_epochs``;
+    ``weight_decay``: cosine 0.04 → 0.4; ``momentum``: the teacher's EMA, cosine 0.992 → 1;
+    ``teacher_temperature``: linear 0.04 → 0.07 over ``teacher.warmup_teacher_temp_epochs``.
+    """
+    epoch = config.train.OFFICIAL_EPOCH_LENGTH
+    total = config.total_iterations
+    optim, teacher = config.optim, config.teacher
+    learning_rate = cosine_schedule(
+        config.scaled_lr(world_size), optim.min_lr, total, warmup_iters=optim.warmup_epochs * epoch
+    )
+    last_layer = learning_rate.copy()
+    last_layer[: optim.freeze_last_layer_epochs * epoch] = 0.0  # DINOv2: the head's last layer frozen
+    arrays = {
+        "learning_rate": learning_rate,
+        "weight_decay": cosine_schedule(optim.weight_decay, optim.weight_decay_end, total),
+        "momentum": cosine_schedule(teacher.momentum_teacher, teacher.final_momentum_teacher, total),
+        "teacher_temperature": teacher_temperature_schedule(
+            teacher.warmup_teacher_temp,
+            teacher.teacher_temp,
+            teacher.warmup_teacher_temp_epochs * epoch,
+            total,
+        ),
+        "last_layer_learning_rate": last_layer,
+    }
+    return Schedules(arrays, total)
+
+
+def _apply_schedules(optimizer: torch.optim.Optimizer, values: Mapping[str, float]) -> None:
+    apply_schedules(
+        optimizer, values["learning_rate"], values["weight_decay"], values["last_layer_learning_rate"]
+    )
+
+
+class PretrainTask(TaskBase):
+    """Student, EMA teacher, DINO + iBOT + KoLeo on a stream of multi-crop batches.
+
+    Args:
+        config: The run's config.
+        context: This process's place in the job.
+        dataset: The images (None: the task is only built and stepped, as ``benchmarks/pretrain.py`` does).
+        failures: Where unreadable images are recorded (``RUN/errors.csv``).
+    """
+
+    description = "pretrain"
+    shown: tuple[str, ...] = (
+        "train/loss",
+        "train/dino",
+        "train/ibot",
+        "train/koleo",
+        "train/learning_rate",
+        "train/momentum",
+    )
+
+    def __init__(
+        self,
+        config: PretrainConfig,
+        context: DistributedContext,
+        dataset: PretrainDataset | None = None,
+        failures: FailureLog | None = None,
+    ) -> None:
+        self.config, self.context = config, context
+        self.dataset, self.failures = dataset, failures
+        self.done = 0
+
+    def build(self, device: torch.device) -> Optimization:
+        config, context = self.config, self.context
+        torch.manual_seed(config.train.seed + context.rank)  # drop-path draws; a checkpoint restores them
+        self.model = SSLMetaArch(config).to(device)
+        self.student_module = wrap_for_training(
+            self.model.student, context, config.compute.strategy, followers=[self.model.teacher]
+        )
+        self.student: SSLNetwork = unwrap(self.student_module)  # type: ignore[assignment]
+        groups = build_param_groups(
+            self.student.encoder,
+            self.student.heads(),
+            layerwise_decay=config.optim.layerwise_decay,
+            patch_embed_lr_mult=config.optim.patch_embed_lr_mult,
+        )
+        optimizer = torch.optim.AdamW(groups, betas=(config.optim.adamw_beta1, config.optim.adamw_beta2))
+        return GatheredOptimization(
+            self.model,
+            optimizer,
+            build_schedules(config, context.world_size),
+            max_grad_norm=config.optim.clip_grad,  # 0: norms measured, nothing clipped
+            clip=self._clip,
+            gradient_sync=lambda enabled: gradient_sync(self.student_module, enabled),
+            reduce=self._mean_over_ranks,
+            apply_schedules=_apply_schedules,
+            after_step=[self._update_teacher],
+            trained=self.student_module,
+        )
+
+    def _clip(self, max_norm: float) -> dict[str, float]:
+        norms = clip_gradients(self.student.clip_groups(), max_norm)
+        return {f"grad_norm_{name}": norm for name, norm in norms.items()}
+
+    def _update_teacher(self, step: int, values: Mapping[str, float]) -> None:
+        self.model.update_teacher(values["momentum"], self.student)
+
+    def _mean_over_ranks(self, losses: dict[str, float]) -> dict[str, float]:
+        if not (self.context.is_distributed and dist.is_initialized()):
+            return losses
+        keys = sorted(losses)
+        values = [losses[key] for key in keys]
+        stacked = torch.tensor(values, dtype=torch.float32, device=self.context.device)  # (T,)
+        dist.all_reduce(stacked)
+        stacked /= self.context.world_size
+        return dict(zip(keys, stacked.tolist(), strict=True))
+
+    def begin(self, start: int) -> None:
+        if self.dataset is None:
+            raise ValueError("pre-training needs a dataset to begin")
+        config, context = self.config, self.context
+        self.done = start
+        self.sampler = StreamSampler(
+            len(self.dataset),
+            config.train.batch_size_per_gpu,
+            world_size=context.world_size,
+            rank=context.rank,
+            accumulation_steps=config.train.grad_accumulation_steps,
+            seed=config.train.seed,
+            start_iteration=start,
+            end_iteration=config.run_iterations,
+        )
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=self.sampler,
+            collate_fn=Collator(config, self.student.encoder.patch_size, self.sampler.micro_batch_images),
+            num_workers=config.train.num_workers,
+            pin_memory=context.device.type == "cuda",
+            persistent_workers=False,
+            # Its own generator: creating the iterator must not draw from the global RNG, whose state a
+            # checkpoint restores for drop-path (else a resumed run's draws would shift by one).
+            generator=torch.Generator().manual_seed(config.train.seed),
+        )
+        self.batches: Iterator[dict[str, Any]] = iter(loader)
+        self.items_per_step = self.sampler.global_batch_images
+        if context.is_main:
+            print(
+                f"pre-training {start} → {config.run_iterations} of {config.total_iterations} iterations on "
+                f"{context.world_size} process(es), {context.device}; global batch {self.items_per_step} "
+                f"images; peak lr {config.scaled_lr(context.world_size):.3g} ({config.optim.scaling_rule}); "
+                f"{len(self.dataset)} images"
+            )
+
+    def micro_batches(self, step: int) -> Iterator[tuple[dict[str, torch.Tensor], float]]:
+        accumulation = self.config.train.grad_accumulation_steps
+        for _ in range(accumulation):
+            batch = next(self.batches)
+            for path, reason in batch.pop("failures"):
+                if self.failures is not None:
+                    self.failures.record(path, reason, stage="read")
+            yield move_batch(batch, self.context.device), 1.0 / accumulation
+
+    def loss(self, batch: dict[str, torch.Tensor], values: Mapping[str, float]) -> LossTerms:
+        return self.model.forward_losses(batch, values["teacher_temperature"], self.student_module)
+
+    def after_step(self, done: int, result: StepResult) -> dict[str, float]:
+        self.done = done
+        return {}
+
+    def wants_checkpoint(self, done: int) -> bool:
+        return snapshot_due(self.config, done)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Collective under FSDP2 (every rank calls it; rank 0 gets the full states)."""
+        return {
+            "student": full_state_dict(self.student_module),
+            "teacher": full_state_dict(self.model.teacher),
+            "objective": {k: v.detach().cpu() for k, v in self.model.objective.state_dict().items()},
+            "sampler": self.sampler.state_dict(self.done),
+            "config": config_to_dict(self.config),
+            "encoder_config": self.student.encoder.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        load_full_state_dict(self.student_module, state["student"])
+        load_full_state_dict(self.model.teacher, state["teacher"])
+        self.model.objective.load_state_dict(state["objective"])
+
+
+def snapshot_due(config: PretrainConfig, done: int) -> bool:
+    """Whether a teacher snapshot is exported after ``done`` iterations (every ``train.export_period``;
+    the last iteration's export is ``train.export_at_end``'s)."""
+    period = config.train.export_period
+    return period is not None and period > 0 and done % period == 0 and done != config.run_iterations
