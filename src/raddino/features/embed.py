@@ -11,7 +11,6 @@ and the output is locked (:mod:`raddino.io.lock`): a second run on the same ``--
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -33,9 +32,9 @@ from raddino.io.lock import LockError, OutputLock
 from raddino.io.manifest import Manifest, load_inputs
 from raddino.models import Encoder, load_encoder
 from raddino.training.distributed import DistributedContext, init_distributed
+from raddino.training.precision import InferencePrecision, autocast
 
 logger = logging.getLogger(__name__)
-Precision = Literal["fp32", "fp16", "bf16"]
 
 
 @dataclass
@@ -54,7 +53,7 @@ class EmbedConfig:
     """DataLoader workers that decode and preprocess; default: the CPU count, at most 8."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     """Where the encoder runs; auto: CUDA, else MPS, else the CPU."""
-    precision: Precision = "fp32"
+    precision: InferencePrecision = "fp32"
     """fp16 / bf16 autocast on GPU (bf16 also on CPU)."""
     patch_mean: bool = True
     """Also store the mean of the last layer's patch tokens."""
@@ -133,13 +132,6 @@ def preprocess_config_for(source: str, preprocess: str = "") -> PreprocessConfig
     config, origin = resolve_preprocess(source, preprocess)
     logger.info("preprocessing from %s: %s", origin, describe_preprocess(config))
     return config
-
-
-def _autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[None]:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _encode(encoder: Encoder, pixels: torch.Tensor, config: EmbedConfig) -> tuple[dict, dict]:
@@ -298,7 +290,7 @@ def _run(
         total=len(mine), unit="img", desc="embed", disable=not context.is_main, dynamic_ncols=True
     )
     try:
-        with torch.inference_mode(), _autocast(context.device, config.precision):
+        with torch.inference_mode(), autocast(context.device, config.precision):
             for batch in loader:
                 for failure in batch.failures:
                     with writing(failures.path):

@@ -15,6 +15,8 @@ from typing import Literal
 import torch
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+InferencePrecision = Literal["fp32", "bf16", "fp16"]
+"""The choices of inference commands (``embed``): autocast to what is asked, no ``auto``."""
 _DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -65,5 +67,6 @@ def resolve_precision(precision: Precision, device: torch.device) -> MixedPrecis
 
 
 def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager[None]:
-    """``resolve_precision(precision, device).autocast()``, for inference code (report generation)."""
+    """``resolve_precision(precision, device).autocast()``, for inference code (``embed``, report
+    generation)."""
     return resolve_precision(precision, device).autocast()
