@@ -37,6 +37,7 @@ def test_the_converted_commands_are_generated() -> None:
     assert {"manifest brax", "manifest mimic-cxr", "manifest merge"} <= names
     assert {"probe", "knn", "search", "metadata", "segment", "compare"} <= names
     assert {"report train", "report generate", "report score"} <= names
+    assert {"pretrain", "export-run"} <= names
 
 
 @pytest.mark.parametrize("path", sorted(GENERATED), ids=" ".join)
@@ -125,3 +126,21 @@ def test_report_score_names_a_bad_csv_and_a_wrong_name_count(tmp_path: Path) -> 
     result = CliRunner().invoke(app, ["report", "score", str(broken)])
     assert result.exit_code == 2
     assert result.output.strip().startswith(f"error: {broken}: missing column(s) ['generated', 'reference']")
+
+
+def test_pretrain_needs_data_and_a_run_folder_and_names_a_misspelt_key() -> None:
+    result = CliRunner().invoke(app, ["pretrain", "--out", "run"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: train.dataset_path: no data; set it in the config or with --data"
+    result = CliRunner().invoke(app, ["pretrain", "--data", "images"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: no run folder given: pass --out FOLDER"
+    result = CliRunner().invoke(app, ["pretrain", "--data", "images", "--out", "run", "optim.base_lrr=1"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: overrides: unknown key 'optim.base_lrr' (did you mean 'base_lr'?)"
+
+
+def test_export_run_without_a_checkpoint_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["export-run", str(tmp_path), str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {tmp_path}: no checkpoint to export (run raddino pretrain first)"

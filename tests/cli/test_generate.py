@@ -291,6 +291,22 @@ def test_a_command_may_word_a_fields_help_its_own_way_and_brackets_are_shown() -
     assert "Decoding workers." in text  # the other fields keep their docstrings
 
 
+def test_an_earlier_flag_may_turn_a_field_off_unseen(tmp_path: Path) -> None:
+    seen: list[Toy] = []
+    app = typer.Typer()
+    register(app, ConfigCommand("toy", Toy, seen.append, negations={"--lenient": "strict"}))
+    app.command("other")(lambda: None)
+    config = tmp_path / "toy.yaml"
+    config.write_text("strict: true\n")
+    assert CliRunner().invoke(app, ["toy", "-c", str(config)]).exit_code == 0
+    assert seen[-1].strict is True
+    assert CliRunner().invoke(app, ["toy", "-c", str(config), "--lenient"]).exit_code == 0
+    assert seen[-1].strict is False
+    assert CliRunner().invoke(app, ["toy", "--lenient", "--strict"]).exit_code == 0
+    assert seen[-1].strict is True  # the shown spelling wins
+    assert "--lenient" not in CliRunner().invoke(app, ["toy", "--help"]).output
+
+
 def test_a_deferred_command_is_built_only_when_it_is_used() -> None:
     built: list[str] = []
     seen: list[Toy] = []

@@ -1,4 +1,4 @@
-"""The Typer application that sub-command modules register on, and shared option helpers."""
+"""The Typer application that sub-command modules register on, and the helpers every command uses."""
 
 from __future__ import annotations
 
@@ -20,14 +20,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-ConfigOption = Annotated[
-    str | None, typer.Option("--config", "-c", help="YAML file with this command's settings.")
-]
-OverrideOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="Dotted override, e.g. --set batch_size=64 (repeatable)."),
-]
 
 
 def _version(value: bool) -> None:

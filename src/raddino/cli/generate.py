@@ -75,6 +75,7 @@ class ConfigCommand:
         rename: Top-level fields shown under another option name (``{"num_workers": "workers"}``).
         short: One-letter aliases (``{"out": "-o"}``).
         aliases: Earlier spellings still accepted but not shown (``{"--num-workers": "num_workers"}``).
+        negations: Earlier flags, not shown, that set a boolean field to False (``{"--restart": "resume"}``).
         choices: Words an option takes instead of the field's own values (``{"voi": {"on": True}}``).
         hide: Top-level fields left to ``key=value`` only.
         docs: Help in place of a field's docstring where this command uses the field its own way
@@ -94,6 +95,7 @@ class ConfigCommand:
     rename: Mapping[str, str] = field(default_factory=dict)
     short: Mapping[str, str] = field(default_factory=dict)
     aliases: Mapping[str, str] = field(default_factory=dict)
+    negations: Mapping[str, str] = field(default_factory=dict)
     choices: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     hide: tuple[str, ...] = ()
     docs: Mapping[str, str] = field(default_factory=dict)
@@ -122,6 +124,10 @@ class ConfigCommand:
                 by_key[key], name=f"earlier_spelling_{index}", flags=(flag,), hidden=True
             )
             found.append(old)
+        for index, (flag, key) in enumerate(self.negations.items()):
+            name = f"earlier_negation_{index}"
+            negation = dataclasses.replace(by_key[key], name=name, flags=(flag,), hidden=True, negated=True)
+            found.append(negation)
         return found
 
     def parameters(self) -> list[inspect.Parameter]:

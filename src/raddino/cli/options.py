@@ -130,10 +130,11 @@ class FieldOption:
     python_type: Any
     choices: Mapping[str, Any] | None = None
     hidden: bool = False
+    negated: bool = False  # a lone flag that sets the (boolean) field to False
 
     def parameter(self) -> inspect.Parameter:
         python_type, flags = self.python_type, list(self.flags)
-        if python_type is bool:
+        if python_type is bool and not self.negated:
             flags[0] = f"{flags[0]}/--no-{flags[0][2:]}"
         metavar = None
         if self.choices is not None:
@@ -154,6 +155,8 @@ class FieldOption:
         """The field's value from the option's (``None``: not given)."""
         if given is None or given == () or given == []:
             return None
+        if self.negated:
+            return not given
         if self.choices is not None:
             return self.choices[_plain(given)]
         if self.python_type is None:

@@ -1,93 +1,81 @@
-"""``raddino pretrain`` (continue DINOv2 pre-training) and ``raddino export-run`` (a run's encoder out)."""
+"""``raddino pretrain`` (continue DINOv2 pre-training) and ``raddino export-run`` (a run's encoder out),
+generated from :class:`~raddino.pretrain.train.PretrainRun` and
+:class:`~raddino.pretrain.export.ExportRunConfig`.
+
+Pre-training's own settings are the config file's sections (``--config``) and ``key=value`` words
+(``optim.base_lr=5e-4``); the few that name inputs and resources are options too (``--data``, ``--model``,
+``--workers``, ``--device``).
+"""
 
 from __future__ import annotations
 
-from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING
 
-import typer
+from raddino.cli.app import app
+from raddino.cli.generate import ConfigCommand, Outcome, register_deferred
 
-from raddino.cli.app import ConfigOption, OverrideOption, app, fail
+if TYPE_CHECKING:
+    from raddino.pretrain.train import PretrainRun
 
-
-class _Which(str, Enum):
-    teacher = "teacher"
-    student = "student"
-
-
-class _Format(str, Enum):
-    transformers = "transformers"
-    dinov2 = "dinov2"
+PRETRAIN_HELP = (
+    "Continue DINOv2 pre-training (DINO + iBOT + KoLeo, EMA teacher) on your images; resumes by default.\n\n"
+    "Under torchrun every process runs this same command:\n"
+    "torchrun --nproc_per_node 8 -m raddino pretrain -c configs/rad_dino_vitb14.yaml --out runs/x\n"
+)
 
 
-@app.command()
-def pretrain(
-    out: Annotated[
-        str, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics, config, export).")
-    ],
-    config: ConfigOption = None,
-    overrides: OverrideOption = None,
-    data: Annotated[
-        str | None, typer.Option("--data", help="Image folder or manifest CSV (sets train.dataset_path).")
-    ] = None,
-    restart: Annotated[
-        bool, typer.Option("--restart", help="Refuse to resume: fail if RUN already has checkpoints.")
-    ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Start afresh: remove RUN's checkpoints, logs and exports.")
-    ] = False,
-) -> None:
-    """Continue DINOv2 pre-training (DINO + iBOT + KoLeo, EMA teacher) on your images; resumes by default.
+def _pretrain(settings: PretrainRun) -> Outcome:
+    from raddino.pretrain.train import run_pretrain
 
-    Under torchrun every process runs this same command:
-    torchrun --nproc_per_node 8 -m raddino pretrain -c configs/rad_dino_vitb14.yaml --out runs/x
-    """
-    from raddino.config import ConfigError
+    result = run_pretrain(settings)
+    lines = [f"done: {result.iterations} iterations in {result.run}; last checkpoint {result.checkpoint}"]
+    if result.export is not None:
+        lines.append(f"teacher exported to {result.export}")
+    if result.failures:
+        lines.append(f"{result.failures} image(s) could not be read: see {result.run / 'errors.csv'}")
+    return Outcome("\n".join(lines))
+
+
+def _pretrain_spec() -> ConfigCommand:
     from raddino.io.state_file import StateFileError
-    from raddino.pretrain.config import load_pretrain_config
-    from raddino.pretrain.train import pretrain as run_pretraining
+    from raddino.pretrain.train import PretrainRun
     from raddino.training import NonFiniteLossError, TrainingError
 
-    try:
-        settings = load_pretrain_config(config, overrides or (), {"train.dataset_path": data})
-        result = run_pretraining(settings, out, resume=not restart, overwrite=overwrite)
-    except NonFiniteLossError as error:
-        raise fail(str(error), code=3) from error
-    except (ConfigError, StateFileError, TrainingError, FileExistsError, ValueError, OSError) as error:
-        raise fail(str(error)) from error
-    typer.echo(f"done: {result.iterations} iterations in {result.run}; last checkpoint {result.checkpoint}")
-    if result.export is not None:
-        typer.echo(f"teacher exported to {result.export}")
-    if result.failures:
-        typer.echo(f"{result.failures} image(s) could not be read: see {result.run / 'errors.csv'}")
+    return ConfigCommand(
+        "pretrain",
+        PretrainRun,
+        _pretrain,
+        promote={
+            "train.dataset_path": "data",
+            "student.pretrained_weights": "model",
+            "train.num_workers": "workers",
+            "compute.device": "device",
+        },
+        short={"out": "-o", "student.pretrained_weights": "-m"},
+        negations={"--restart": "resume"},
+        errors=(StateFileError, TrainingError, FileExistsError, ValueError, OSError),
+        error_codes={NonFiniteLossError: 3},
+    )
 
 
-@app.command("export-run")
-def export_run(
-    run: Annotated[str, typer.Argument(help="A raddino pretrain run folder.")],
-    out: Annotated[str, typer.Argument(help="Output folder.")],
-    which: Annotated[
-        _Which, typer.Option("--which", help="Export the EMA teacher or the student.")
-    ] = _Which.teacher,
-    format: Annotated[
-        _Format,
-        typer.Option(
-            "--format", "-f", help="transformers folder, or DINOv2 backbone_compatible.safetensors."
-        ),
-    ] = _Format.transformers,
-    checkpoint: Annotated[
-        str | None, typer.Option("--checkpoint", help="A checkpoint file (default: the run's newest).")
-    ] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
-) -> None:
-    """Export a pre-training run's encoder (+ DINO head) with the run's normalisation."""
+def _export_spec() -> ConfigCommand:
     from raddino.io.state_file import StateFileError
-    from raddino.pretrain.export import export_run as export
+    from raddino.pretrain.export import ExportRunConfig, run_export_run
 
-    try:
-        result = export(
-            run, out, which=which.value, format=format.value, checkpoint=checkpoint, overwrite=overwrite
-        )
-    except (StateFileError, FileExistsError, ValueError, OSError) as error:
-        raise fail(str(error)) from error
-    typer.echo(str(result))
+    return ConfigCommand(
+        "export-run",
+        ExportRunConfig,
+        run_export_run,
+        arguments=("run", "out"),
+        short={"format": "-f"},
+        errors=(StateFileError, FileExistsError, ValueError, OSError),
+    )
+
+
+register_deferred(app, "pretrain", _pretrain_spec, help=PRETRAIN_HELP)
+register_deferred(
+    app,
+    "export-run",
+    _export_spec,
+    help="Export a pre-training run's encoder (+ DINO head) with the run's normalisation.",
+)

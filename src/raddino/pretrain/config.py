@@ -33,7 +33,9 @@ class StudentConfig:
     arch: str = "vitb14"  # a raddino.models preset, used when pretrained_weights is null (random init)
     # Dinov2Config fields changed on the preset, e.g. {hidden_size: 192, num_hidden_layers: 6} for a CPU demo
     arch_overrides: dict[str, Any] = field(default_factory=dict)
-    pretrained_weights: str | None = None  # transformers folder, DINOv2 .safetensors/.pth, or hub id
+    pretrained_weights: str | None = None
+    """Encoder to continue from: transformers folder, DINOv2 .safetensors/.pth, preset:NAME or hub id
+    (default: ``student.arch``, randomly initialised)."""
     dino_head_weights: str | None = None  # dino_head.safetensors to start the DINO head from
     drop_path_rate: float = 0.1  # uniform over blocks as DINOv2's drop_path_uniform; student only
     activation_checkpointing: bool = False  # recompute blocks in backward: less memory at 518 px
@@ -99,7 +101,8 @@ class OptimConfig:
 class TrainConfig:
     """Data, batch, schedule length and run mechanics."""
 
-    dataset_path: str = ""  # image folder or manifest CSV
+    dataset_path: str = ""
+    """Image folder or manifest CSV of the images to pre-train on."""
     split: str | None = None  # keep only manifest rows of this split (e.g. "train")
     batch_size_per_gpu: int = 40
     grad_accumulation_steps: int = 1
@@ -108,6 +111,7 @@ class TrainConfig:
     centering: Centering = "centering"
     seed: int = 0
     num_workers: int = 8
+    """DataLoader workers per process that read and augment the images."""
     checkpoint_period: int = 1000  # iterations between checkpoints (and one at the end)
     keep_checkpoints: int = 2
     log_period: int = 10  # iterations between metric records
@@ -120,6 +124,7 @@ class ComputeConfig:
     """Where and how: device, precision, distribution."""
 
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    """Where training runs; auto: CUDA, else MPS, else the CPU."""
     mixed_precision: Precision = "auto"  # auto: bf16 on GPUs that have it, else fp16; fp32 on CPU
     strategy: Strategy = "fsdp"  # FSDP2 per transformer block (DINOv2), or DDP
 

@@ -8,6 +8,7 @@ run's normalisation (``crops.mean`` / ``crops.std``), so embedding with it repro
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,25 @@ from raddino.pretrain.meta_arch import split_network_state
 
 Which = Literal["teacher", "student"]
 Format = Literal["transformers", "dinov2"]
+
+
+@dataclass
+class ExportRunConfig:
+    """Settings of ``raddino export-run``."""
+
+    run: str = ""
+    """A ``raddino pretrain`` run folder."""
+    out: str = ""
+    """Output folder."""
+    which: Which = "teacher"
+    """Which network's encoder: the EMA teacher (the one DINOv2 and RAD-DINO release) or the student."""
+    format: Format = "transformers"
+    """transformers: a folder with config.json and model.safetensors; dinov2: backbone_compatible.safetensors
+    (DINOv2 key names)."""
+    checkpoint: str = ""
+    """A checkpoint file to export (default: the run's newest)."""
+    overwrite: bool = False
+    """Replace existing output files."""
 
 
 def _encoder_from_state(
@@ -97,6 +117,20 @@ def export_run(
         result.files.append(processor)
     result.files.append(save_dino_head(head, out / "dino_head.safetensors"))
     return result
+
+
+def run_export_run(config: ExportRunConfig) -> ExportResult:
+    """:func:`export_run` with the command's settings (``raddino export-run``)."""
+    if not config.run or not config.out:
+        raise ValueError("name the run folder and the output folder: raddino export-run RUN OUT")
+    return export_run(
+        config.run,
+        config.out,
+        which=config.which,
+        format=config.format,
+        checkpoint=config.checkpoint or None,
+        overwrite=config.overwrite,
+    )
 
 
 def config_from_dict(values: dict[str, Any]) -> PretrainConfig:

@@ -19,9 +19,11 @@ every ``train.export_period`` iterations and at the end.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from raddino.config import ConfigError
 from raddino.data.splits import canonical_split
 from raddino.io.failures import FailureLog
 from raddino.io.manifest import Manifest, load_inputs
@@ -36,6 +38,25 @@ from raddino.training.distributed import DistributedContext, init_distributed
 
 ADVICE = "lower optim.base_lr, raise optim.warmup_epochs or use bf16/fp32"
 """Appended to the one line a non-finite loss stops the run with."""
+
+
+@dataclass
+class PretrainRun(PretrainConfig):
+    """Settings of ``raddino pretrain``: the pre-training config (its sections, as DINOv2 names them) and
+    where the run goes; only the config is saved in the run folder."""
+
+    out: str = ""
+    """Run folder: checkpoints, metrics.jsonl, config.yaml, errors.csv, export/."""
+    resume: bool = True
+    """Continue from the newest checkpoint in out; with --no-resume a folder holding checkpoints is an
+    error."""
+    overwrite: bool = False
+    """Start afresh: first remove out's checkpoints, logs, errors and exports."""
+
+    def config(self) -> PretrainConfig:
+        """The pre-training config alone (what ``RUN/config.yaml`` and the checkpoints hold)."""
+        sections = {item.name: getattr(self, item.name) for item in dataclasses.fields(PretrainConfig)}
+        return PretrainConfig(**sections)
 
 
 @dataclass
@@ -159,4 +180,18 @@ def pretrain(
     return PretrainResult(run, fit.step, fit.checkpoint, exported, dict(fit.last), failures.count)
 
 
-__all__ = ["ADVICE", "PretrainResult", "pretrain"]
+def run_pretrain(settings: PretrainRun) -> PretrainResult:
+    """:func:`pretrain` with the command's settings (``raddino pretrain``).
+
+    Raises:
+        ConfigError: no ``train.dataset_path``.
+        ValueError: no ``out``; and what :func:`pretrain` raises.
+    """
+    if not settings.train.dataset_path:
+        raise ConfigError("train.dataset_path: no data; set it in the config or with --data")
+    if not settings.out:
+        raise ValueError("no run folder given: pass --out FOLDER")
+    return pretrain(settings.config(), settings.out, resume=settings.resume, overwrite=settings.overwrite)
+
+
+__all__ = ["ADVICE", "PretrainResult", "PretrainRun", "pretrain", "run_pretrain"]
