@@ -99,7 +99,7 @@ def _metadata_spec() -> ConfigCommand:
         run_metadata,
         arguments=("input",),
         promote=_FEATURES,
-        rename={"targets": "target"},
+        rename={"targets": "target", "c": "inverse_regularisation"},  # "--c" would read like "-c" (--config)
         short=_SHORT,
         errors=_errors(),
         check=_needs_features,
