@@ -48,6 +48,12 @@ _NAMES_BY_CODE = {int(code): name for name, code in _PIL_CODES.items()}
 
 # Keys of a preprocessor_config.json that carry no setting for grey chest X-rays.
 _IGNORED_KEYS = {"image_processor_type", "processor_class", "do_convert_rgb", "feature_extractor_type"}
+# Defaults of processor classes that differ from BitImageProcessor's, for keys their files leave out:
+# DINOv3's processor resizes to a fixed size and never crops unless told to.
+_CLASS_DEFAULTS: dict[str, dict[str, Any]] = {
+    "DINOv3ViTImageProcessor": {"do_center_crop": False},
+    "DINOv3ViTImageProcessorFast": {"do_center_crop": False},
+}
 
 
 @dataclass(frozen=True)
@@ -108,12 +114,13 @@ class PreprocessConfig:
     def from_processor_dict(
         cls, values: dict[str, Any], source: str = "preprocessor_config.json"
     ) -> PreprocessConfig:
-        """Settings from a transformers image-processor dict; keys it lacks keep the release's values.
+        """Settings from a transformers image-processor dict; keys it lacks keep the release's values
+        (or the processor class's own, where it differs: DINOv3's never crops).
 
         Raises:
             ValueError: a key has a value this preprocessing cannot honour (names ``source`` and the key).
         """
-        settings: dict[str, Any] = {}
+        settings: dict[str, Any] = dict(_CLASS_DEFAULTS.get(str(values.get("image_processor_type")), {}))
         ignored: list[str] = []
         try:
             for key, value in values.items():
