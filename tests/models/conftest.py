@@ -33,9 +33,10 @@ def randomize(encoder: Encoder, seed: int = 0) -> Encoder:
 
 @pytest.fixture
 def random_encoder() -> Callable[..., Encoder]:
-    """Factory: ``random_encoder(seed=0, **preset_overrides)`` → a randomised ``test`` preset encoder."""
+    """Factory: ``random_encoder(seed=0, preset="test", **preset_overrides)`` → a randomised test-sized
+    encoder (``test``: DINOv2, patch 14, 56 px; ``test16``: DINOv3, patch 16, 64 px, 4 registers)."""
 
-    def build(seed: int = 0, **overrides: object) -> Encoder:
-        return randomize(Encoder.from_preset("test", seed=seed, **overrides), seed=seed)
+    def build(seed: int = 0, preset: str = "test", **overrides: object) -> Encoder:
+        return randomize(Encoder.from_preset(preset, seed=seed, **overrides), seed=seed)
 
     return build

@@ -1,7 +1,8 @@
 """What training touches, owned by the encoder: blocks, drop-path, depths, no-decay set, state names.
 
-The expected values are written from transformers' own Dinov2 parameter names (tests may name them; the
-library outside ``raddino.models`` may not).
+Every test runs on both families (DINOv2's ``test`` and DINOv3's ``test16`` presets). The expected values
+are written from transformers' own parameter names (tests may name them; the library outside
+``raddino.models`` may not).
 """
 
 from __future__ import annotations
@@ -16,55 +17,84 @@ from torch import nn
 from raddino.models import Encoder
 from raddino.models.families import family_of
 
-VARIANTS = [{}, {"num_register_tokens": 4}, {"use_swiglu_ffn": True}]
+# (preset, overrides): DINOv2 plain, with registers, SwiGLU; DINOv3 (4 registers), SwiGLU, no registers.
+VARIANTS = [
+    ("test", {}),
+    ("test", {"num_register_tokens": 4}),
+    ("test", {"use_swiglu_ffn": True}),
+    ("test16", {}),
+    ("test16", {"use_gated_mlp": True, "hidden_act": "silu"}),
+    ("test16", {"num_register_tokens": 0}),
+]
+FAMILIES = ["test", "test16"]
 TOKENS = ("cls_token", "mask_token", "register_tokens", "position_embeddings")
+# Where each family's transformers model keeps its blocks, final norm and patch projection.
+LAYOUT = {
+    "test": {
+        "blocks": r"^backbone\.encoder\.layer\.(\d+)\.",
+        "final_norm": "backbone.layernorm.",
+        "patch": "backbone.embeddings.patch_embeddings.projection.",
+        "embeddings": 5,  # cls, mask, position table, conv weight + bias (+ registers)
+    },
+    "test16": {
+        "blocks": r"^backbone\.model\.layer\.(\d+)\.",
+        "final_norm": "backbone.norm.",
+        "patch": "backbone.embeddings.patch_embeddings.",
+        "embeddings": 5,  # cls, mask, registers (also when R = 0), conv weight + bias; no position table
+    },
+}
 
 
-def _pixels(batch: int = 2) -> torch.Tensor:
-    return torch.randn(batch, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+def _pixels(preset: str = "test", batch: int = 2) -> torch.Tensor:
+    side = 56 if preset == "test" else 64
+    return torch.randn(batch, 3, side, side, generator=torch.Generator().manual_seed(0))
 
 
-def test_blocks_are_the_transformer_blocks_in_order():
-    encoder = Encoder.from_preset("test", num_hidden_layers=3)
+@pytest.mark.parametrize("preset", FAMILIES)
+def test_blocks_are_the_transformer_blocks_in_order(preset):
+    encoder = Encoder.from_preset(preset, num_hidden_layers=3)
     assert len(encoder.blocks) == 3
-    assert all(a is b for a, b in zip(encoder.blocks, encoder.backbone.encoder.layer, strict=True))
+    transformer_blocks = encoder.backbone.encoder.layer if preset == "test" else encoder.backbone.model.layer
+    assert all(a is b for a, b in zip(encoder.blocks, transformer_blocks, strict=True))
     assert encoder.mask_token is encoder.backbone.embeddings.mask_token
-    assert Encoder.from_preset("test", use_mask_token=False).mask_token is None
+    if preset == "test":
+        assert Encoder.from_preset("test", use_mask_token=False).mask_token is None
 
 
-@pytest.mark.parametrize("overrides", VARIANTS)
-def test_every_parameter_gets_its_depth(overrides):
-    encoder = Encoder.from_preset("test", num_hidden_layers=3, **overrides)  # depths 0, 1..3, 4
+@pytest.mark.parametrize(("preset", "overrides"), VARIANTS)
+def test_every_parameter_gets_its_depth(preset, overrides):
+    encoder = Encoder.from_preset(preset, num_hidden_layers=3, **overrides)  # depths 0, 1..3, 4
+    layout = LAYOUT[preset]
     depths = encoder.parameter_depths()
     assert set(depths) == {name for name, _ in encoder.named_parameters()}
     for name, depth in depths.items():
-        block = re.search(r"encoder\.layer\.(\d+)\.", name)
+        block = re.search(str(layout["blocks"]), name)
         if block:
             assert depth == int(block.group(1)) + 1, name
         elif name.startswith("backbone.embeddings."):
             assert depth == 0, name
         else:
-            assert name.startswith("backbone.layernorm."), name
+            assert name.startswith(str(layout["final_norm"])), name
             assert depth == 4, name
     counts = [sum(1 for depth in depths.values() if depth == d) for d in range(5)]
     per_block = len(list(encoder.blocks[0].parameters()))
-    embeddings = 5 + (1 if overrides.get("num_register_tokens") else 0)  # cls, mask, pos, conv w + b
+    dinov2_registers = preset == "test" and bool(overrides.get("num_register_tokens"))
+    embeddings = int(layout["embeddings"]) + (1 if dinov2_registers else 0)
     assert counts == [embeddings, per_block, per_block, per_block, 2]
-    assert encoder.patch_embed_parameters() == {
-        "backbone.embeddings.patch_embeddings.projection.weight",
-        "backbone.embeddings.patch_embeddings.projection.bias",
-    }
+    assert encoder.patch_embed_parameters() == {f"{layout['patch']}weight", f"{layout['patch']}bias"}
 
 
-@pytest.mark.parametrize("overrides", VARIANTS)
-def test_no_weight_decay_is_exactly_biases_norms_gammas_and_tokens(overrides):
-    encoder = Encoder.from_preset("test", **overrides)
+@pytest.mark.parametrize(("preset", "overrides"), VARIANTS)
+def test_no_weight_decay_is_exactly_biases_norms_gammas_and_tokens(preset, overrides):
+    encoder = Encoder.from_preset(preset, **overrides)
     names = {name for name, _ in encoder.named_parameters()}
+    final_norm = f"{LAYOUT[preset]['final_norm']}weight"
     expected = {
         name
         for name in names
         if name.endswith(".bias")
-        or name.endswith(("norm1.weight", "norm2.weight", "layernorm.weight"))
+        or name.endswith(("norm1.weight", "norm2.weight"))
+        or name == final_norm
         or name.endswith("lambda1")
         or name.rsplit(".", 1)[-1] in TOKENS
     }
@@ -82,8 +112,9 @@ def test_no_weight_decay_is_exactly_biases_norms_gammas_and_tokens(overrides):
     assert all(name.endswith("weight") and shapes[name].ndim >= 2 for name in decayed)
 
 
-def test_set_drop_path_sets_each_blocks_rate():
-    encoder = Encoder.from_preset("test", num_hidden_layers=4)
+@pytest.mark.parametrize("preset", FAMILIES)
+def test_set_drop_path_sets_each_blocks_rate(preset):
+    encoder = Encoder.from_preset(preset, num_hidden_layers=4)
     assert encoder.drop_path_rates() == [0.0] * 4
     encoder.set_drop_path(0.3)
     assert encoder.drop_path_rates() == [0.3] * 4
@@ -100,8 +131,10 @@ def test_set_drop_path_sets_each_blocks_rate():
         encoder.set_drop_path(0.1, schedule="cosine")  # type: ignore[arg-type]
 
 
-def test_drop_path_drops_the_residual_branch_of_the_configured_share_of_samples():
-    encoder = Encoder.from_preset("test")
+@pytest.mark.parametrize("preset", FAMILIES)
+def test_drop_path_drops_the_residual_branch_of_the_configured_share_of_samples(preset):
+    # DINOv3 without its random RoPE rescaling, so only drop-path makes training stochastic here.
+    encoder = Encoder.from_preset(preset, **({"pos_embed_rescale": None} if preset == "test16" else {}))
     encoder.set_drop_path(0.25)
     drop = encoder.blocks[0].drop_path.train()
     torch.manual_seed(0)
@@ -110,20 +143,22 @@ def test_drop_path_drops_the_residual_branch_of_the_configured_share_of_samples(
     assert abs(dropped - 0.25) < 4 * math.sqrt(0.25 * 0.75 / 20_000)
     assert torch.allclose(kept[kept != 0], torch.tensor(1 / 0.75))
     encoder.train()
-    pixels = _pixels()
+    pixels = _pixels(preset)
     assert not torch.equal(encoder(pixels).cls, encoder(pixels).cls)  # stochastic in training
     encoder.eval()
     assert torch.equal(encoder(pixels).cls, encoder(pixels).cls)
 
 
-def test_state_dict_round_trip_gives_the_same_encoder(random_encoder):
-    encoder = random_encoder(num_register_tokens=2)
+@pytest.mark.parametrize("preset", FAMILIES)
+def test_state_dict_round_trip_gives_the_same_encoder(random_encoder, preset):
+    encoder = random_encoder(preset=preset, num_register_tokens=2)
     encoder.set_drop_path(0.2)
     rebuilt = Encoder.from_state_dict(encoder.config.to_dict(), encoder.state_dict())
     assert rebuilt.drop_path_rates() == [0.0, 0.0]  # rebuilt for inference
     assert rebuilt.state_dict().keys() == encoder.state_dict().keys()
     assert all(torch.equal(rebuilt.state_dict()[k], v) for k, v in encoder.state_dict().items())
-    pixels = _pixels()
+    assert rebuilt.family.name == encoder.family.name
+    pixels = _pixels(preset)
     assert torch.equal(rebuilt.eval()(pixels).cls, encoder.eval()(pixels).cls)
 
 
@@ -146,3 +181,4 @@ def test_unknown_backbones_are_refused_with_their_class():
     with pytest.raises(TypeError, match=r"expected a transformers Dinov2Model, .* got Linear"):
         Encoder(nn.Linear(2, 2))  # type: ignore[arg-type]
     assert family_of(Encoder.from_preset("test").backbone).name == "dinov2"
+    assert family_of(Encoder.from_preset("test16").backbone).name == "dinov3"

@@ -1,4 +1,5 @@
-"""Presets: the released DINOv2 / RAD-DINO architectures, built on the meta device (no memory, no time)."""
+"""Presets: the released DINOv2 / RAD-DINO and DINOv3 architectures, built on the meta device (no memory,
+no time)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,40 @@ def test_overrides_and_registers():
     assert encoder.config.drop_path_rate == 0.1
 
 
+# DINOv3's ViTs (dinov3/hub/backbones.py; the DINOv3 README rounds them to 21M / 86M / 0.3B / 840M). The
+# counts are transformers': without the key's third of the qkv bias, which DINOv3 stores but masks to 0.
+@pytest.mark.parametrize(
+    ("name", "width", "depth", "heads", "parameters"),
+    [
+        ("vits16", 384, 12, 6, 21_596_544),
+        ("vitb16", 768, 12, 12, 85_660_416),
+        ("vitl16", 1024, 24, 16, 303_129_600),
+        ("vith16plus", 1280, 32, 20, 840_592_640),
+    ],
+)
+def test_dinov3_presets_have_dinov3_sizes(name, width, depth, heads, parameters):
+    encoder = _meta(name)
+    assert encoder.family.name == "dinov3"
+    assert (encoder.embed_dim, encoder.num_layers, encoder.num_heads) == (width, depth, heads)
+    assert (encoder.patch_size, encoder.num_register_tokens, encoder.image_size) == (16, 4, 224)
+    assert sum(p.numel() for p in encoder.parameters()) == parameters
+
+
+def test_dinov3_presets_follow_the_released_config():
+    config = preset_config("vitb16")
+    assert config.model_type == "dinov3_vit"
+    assert (config.rope_theta, config.layer_norm_eps, config.layerscale_value) == (100.0, 1e-5, 1e-5)
+    assert (config.query_bias, config.key_bias, config.value_bias) == (True, False, True)  # mask_k_bias
+    assert (config.intermediate_size, config.use_gated_mlp, config.hidden_act) == (3072, False, "gelu")
+    largest = preset_config("vith16plus")  # SwiGLU, ffn_ratio 6: int(1280 * 6 * 2 / 3) = 5120
+    assert (largest.intermediate_size, largest.use_gated_mlp, largest.hidden_act) == (5120, True, "silu")
+    assert _meta("vith16plus").blocks[0].mlp.gate_proj.out_features == 5120
+    test = Encoder.from_preset("test16")
+    assert (test.embed_dim, test.num_layers, test.image_size // test.patch_size) == (32, 2, 4)
+
+
 def test_unknown_preset_lists_the_names():
-    assert preset_names() == ["test", "vits14", "vitb14", "vitl14", "vitg14"]
-    with pytest.raises(KeyError, match="choose one of test, vits14, vitb14, vitl14, vitg14"):
+    dinov2 = ["test", "vits14", "vitb14", "vitl14", "vitg14"]
+    assert preset_names() == [*dinov2, "test16", "vits16", "vitb16", "vitl16", "vith16plus"]
+    with pytest.raises(KeyError, match="choose one of test, vits14, vitb14, vitl14, vitg14, test16, vits16"):
         preset_config("vith14")

@@ -136,12 +136,21 @@ def _top_level(encoder: Encoder) -> dict[str, torch.Tensor]:
 
 
 def dinov2_state_dict(encoder: Encoder) -> dict[str, torch.Tensor]:
-    """The encoder's weights as a DINOv2-format state dict (contiguous copies, ready for safetensors)."""
+    """The encoder's weights as a DINOv2-format state dict (contiguous copies, ready for safetensors).
+
+    Raises:
+        ConversionError: the encoder is not a DINOv2 one (a DINOv3 encoder has no position table).
+    """
+    if encoder.family.name != "dinov2":
+        raise ConversionError(
+            f"a {encoder.family.name} encoder has no DINOv2-format state dict; use its own format "
+            f"({encoder.family.name})"
+        )
     state = {name: tensor.detach() for name, tensor in _top_level(encoder).items()}
     if "mask_token" not in state:
         # A transformers model built without a mask token: DINOv2 initialises it to zeros.
         state["mask_token"] = torch.zeros(1, encoder.embed_dim, dtype=state["cls_token"].dtype)
-    for index, layer in enumerate(encoder.backbone.encoder.layer):
+    for index, layer in enumerate(encoder.blocks):
         for name, tensor in block_tensors(layer).items():
             state[f"blocks.{index}.{name}"] = tensor
     return {name: tensor.clone().contiguous() for name, tensor in state.items()}
@@ -172,7 +181,7 @@ def encoder_from_dinov2(
         encoder.to(dtype)
 
     targets = _top_level(encoder)
-    layers = list(encoder.backbone.encoder.layer)
+    layers = list(encoder.blocks)
     expected = set(targets) | {
         f"blocks.{i}.{name}" for i, layer in enumerate(layers) for name in expected_block_names(layer)
     }

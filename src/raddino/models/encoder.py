@@ -1,11 +1,14 @@
 """The encoder every head, evaluation and training loop uses: a transformers ViT underneath.
 
 ``Encoder`` prepares the tokens itself (patch embedding, mask tokens, CLS, position embeddings, register
-tokens) so that position embeddings are interpolated exactly as DINOv2 does
-(:mod:`raddino.models.positions`), then runs the transformers blocks and final norm. It also owns what
-training touches: its blocks (FSDP shard units, activation checkpointing), drop-path rates, the masked
-forward (iBOT), each parameter's depth and weight-decay exemption (layer-wise lr decay) and its state-dict
-naming (export). Where a family's modules live is the business of its adapter
+tokens) so that DINOv2's learned position embeddings are interpolated exactly as DINOv2 does
+(:mod:`raddino.models.positions`), then runs the transformers blocks and final norm. DINOv3 has no
+position table: its blocks rotate queries and keys by the patch grid (RoPE), which the family adapter
+computes once per forward and hands to every block, so any resolution needs no interpolation.
+
+It also owns what training touches: its blocks (FSDP shard units, activation checkpointing), drop-path
+rates, the masked forward (iBOT), each parameter's depth and weight-decay exemption (layer-wise lr decay)
+and its state-dict naming (export). Where a family's modules live is the business of its adapter
 (:mod:`raddino.models.families`), so code outside ``raddino.models`` never names a transformers module.
 """
 
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from transformers import Dinov2Model, Dinov2WithRegistersModel
+from transformers import Dinov2Model, Dinov2WithRegistersModel, DINOv3ViTModel
 
 from raddino.io.atomic import atomic_directory
 from raddino.models import parameter_roles
@@ -31,9 +34,10 @@ from raddino.models.presets import EncoderConfig, make_config, preset_config
 if TYPE_CHECKING:
     from raddino.data.preprocess import PreprocessConfig
 
-Backbone = Dinov2Model | Dinov2WithRegistersModel
-# Config-dict entries that are bookkeeping of transformers, not architecture.
-_CONFIG_BOOKKEEPING = ("model_type", "transformers_version")
+Backbone = Dinov2Model | Dinov2WithRegistersModel | DINOv3ViTModel
+# Config-dict entries that are bookkeeping of transformers, not architecture (model_type is kept: it names
+# the family).
+_CONFIG_BOOKKEEPING = ("transformers_version",)
 
 
 def _as_int(value: Any, name: str) -> int:
@@ -45,24 +49,26 @@ def _as_int(value: Any, name: str) -> int:
 
 
 class Encoder(nn.Module):
-    """A DINOv2-architecture ViT with one feature interface and one training interface.
+    """A DINOv2- or DINOv3-architecture ViT with one feature interface and one training interface.
 
     Args:
-        backbone: A transformers model of a known family (``Dinov2Model``, ``Dinov2WithRegistersModel``);
-            its parameters are the encoder's parameters (a training loop optimises
+        backbone: A transformers model of a known family (``Dinov2Model``, ``Dinov2WithRegistersModel``,
+            ``DINOv3ViTModel``); its parameters are the encoder's parameters (a training loop optimises
             ``encoder.parameters()``).
         interpolate_offset: DINOv2's position-embedding interpolation offset; ``None`` picks DINOv2's
-            value for the architecture (0.1 without registers, 0 with registers).
+            value for the architecture (0.1 without registers, 0 with registers). Unused by DINOv3 (RoPE).
         interpolate_antialias: Anti-alias when resizing position embeddings; ``None`` picks DINOv2's value
             (off without registers, on with registers, as in ``dinov2/hub/backbones.py``).
 
     Attributes:
         embed_dim: Token width D (768 for ViT-B).
-        patch_size: Patch side in pixels (14).
+        patch_size: Patch side in pixels (14 for DINOv2, 16 for DINOv3).
         num_layers: Transformer blocks (12 for ViT-B).
         num_heads: Attention heads per block.
-        image_size: The resolution the position embeddings were trained for (518).
-        num_register_tokens: Register tokens (0 for RAD-DINO).
+        image_size: The resolution the model's config names (518 for RAD-DINO; 224 for DINOv3, whose RoPE
+            positions work at any resolution).
+        num_register_tokens: Register tokens (0 for RAD-DINO, 4 for DINOv3); they sit after the CLS token
+            and are never part of the patch tokens.
         family: The adapter that knows where the backbone's modules are.
     """
 
@@ -103,8 +109,9 @@ class Encoder(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str, seed: int | None = 0, **overrides: Any) -> Encoder:
-        """A randomly initialised encoder of preset ``name`` (``test``, ``vits14``, ``vitb14``, ``vitl14``,
-        ``vitg14``); ``overrides`` change config fields (e.g. ``drop_path_rate=0.1``)."""
+        """A randomly initialised encoder of preset ``name`` (DINOv2: ``test``, ``vits14``, ``vitb14``,
+        ``vitl14``, ``vitg14``; DINOv3: ``test16``, ``vits16``, ``vitb16``, ``vitl16``, ``vith16plus``);
+        ``overrides`` change config fields (e.g. ``drop_path_rate=0.1``)."""
         return cls.from_config(preset_config(name, **overrides), seed=seed)
 
     @classmethod
@@ -154,8 +161,14 @@ class Encoder(nn.Module):
         return self.family.blocks(self.backbone)
 
     @property
+    def family_name(self) -> str:
+        """The backbone family (``dinov2``, ``dinov3``)."""
+        return self.family.name
+
+    @property
     def mask_token(self) -> nn.Parameter | None:
-        """The learned token that replaces masked patches (iBOT), (1, D); ``None`` when built without."""
+        """The learned token that replaces masked patches (iBOT), D values ((1, D) in DINOv2, (1, 1, D) in
+        DINOv3); ``None`` when built without."""
         return self.family.tokens(self.backbone).get("mask")
 
     def set_drop_path(self, rate: float, schedule: DropPathSchedule = "uniform") -> None:
@@ -216,13 +229,27 @@ class Encoder(nn.Module):
             )
         return height // self.patch_size, width // self.patch_size
 
+    @property
+    def has_position_table(self) -> bool:
+        """Whether positions are a learned table added to the tokens (DINOv2), not RoPE (DINOv3)."""
+        return "positions" in self.family.tokens(self.backbone)
+
     def position_embeddings(self, rows: int, cols: int) -> torch.Tensor:
         """Position embeddings for a ``rows``×``cols`` patch grid, (1, 1 + rows*cols, D), as in DINOv2.
 
         The stored grid (37×37 for 518 px) is returned unchanged when it fits; otherwise it is resized
         bicubically in float32 (DINOv2's ``interpolate_pos_encoding``).
+
+        Raises:
+            ValueError: the family has no position table (DINOv3 rotates queries and keys instead).
         """
-        stored = self.family.tokens(self.backbone)["positions"]  # (1, 1 + N, D)
+        tokens = self.family.tokens(self.backbone)
+        if "positions" not in tokens:
+            raise ValueError(
+                f"a {self.family.name} encoder has no position table: its blocks use RoPE, which needs no "
+                "interpolation"
+            )
+        stored = tokens["positions"]  # (1, 1 + N, D)
         return interpolate_position_embeddings(
             stored, rows, cols, offset=self.interpolate_offset, antialias=self.interpolate_antialias
         )
@@ -233,7 +260,8 @@ class Encoder(nn.Module):
         """Token sequence before the first block, (B, 1 + R + h*w, D), and the patch grid (h, w).
 
         Masked patches (``bool_masked_pos`` (B, h*w), True = masked) are replaced by the mask token
-        before position embeddings are added, as in DINOv2's ``prepare_tokens_with_masks``.
+        before position embeddings are added, as in DINOv2's and DINOv3's ``prepare_tokens_with_masks``.
+        Register tokens follow the CLS token and get no position embedding.
         """
         rows, cols = self._grid(pixels)
         tokens_by_role = self.family.tokens(self.backbone)
@@ -248,12 +276,13 @@ class Encoder(nn.Module):
                 )
             if "mask" not in tokens_by_role:
                 raise ValueError("this encoder was built without a mask token (use_mask_token=False)")
-            mask_token = tokens_by_role["mask"].to(patches.dtype).unsqueeze(0)  # (1, 1, D)
+            mask_token = tokens_by_role["mask"].to(patches.dtype).reshape(1, 1, -1)  # (1, 1, D)
             patches = torch.where(bool_masked_pos.bool().unsqueeze(-1), mask_token, patches)
         cls_token = tokens_by_role["cls"].expand(batch, -1, -1).to(patches.dtype)  # (B, 1, D)
-        tokens = torch.cat([cls_token, patches], dim=1)
-        tokens = tokens + self.position_embeddings(rows, cols).to(tokens.dtype)  # (B, 1 + h*w, D)
-        if self.num_register_tokens:
+        tokens = torch.cat([cls_token, patches], dim=1)  # (B, 1 + h*w, D)
+        if "positions" in tokens_by_role:
+            tokens = tokens + self.position_embeddings(rows, cols).to(tokens.dtype)
+        if "registers" in tokens_by_role:  # also when R = 0 (DINOv3 keeps a (1, 0, D) parameter)
             registers = tokens_by_role["registers"].expand(batch, -1, -1).to(tokens.dtype)  # (B, R, D)
             tokens = torch.cat([tokens[:, :1], registers, tokens[:, 1:]], dim=1)
         return self.family.embedding_dropout(self.backbone)(tokens), (rows, cols)
@@ -280,8 +309,9 @@ class Encoder(nn.Module):
             bool_masked_pos: Optional (B, h*w) mask of patches to replace by the mask token (iBOT).
         """
         hidden, grid = self.prepare_tokens(pixels, bool_masked_pos)
+        inputs = self.family.block_inputs(self.backbone, pixels)
         for block in self.blocks:
-            hidden = self.family.run_block(block, hidden)
+            hidden = self.family.run_block(block, hidden, inputs)
         return self._split(self.family.final_norm(self.backbone)(hidden), grid)
 
     def forward(self, pixels: torch.Tensor, bool_masked_pos: torch.Tensor | None = None) -> FeatureMap:
@@ -319,10 +349,11 @@ class Encoder(nn.Module):
         """
         chosen = self._block_indices(indices)
         hidden, grid = self.prepare_tokens(pixels)
+        inputs = self.family.block_inputs(self.backbone, pixels)
         final_norm = self.family.final_norm(self.backbone)
         outputs: dict[int, torch.Tensor] = {}
         for index, block in enumerate(self.blocks[: max(chosen) + 1]):
-            hidden = self.family.run_block(block, hidden)
+            hidden = self.family.run_block(block, hidden, inputs)
             if index in chosen:
                 outputs[index] = final_norm(hidden) if norm else hidden
         return [self._split(outputs[index], grid) for index in chosen]
@@ -335,14 +366,11 @@ class Encoder(nn.Module):
         """
         (index,) = self._block_indices([layer])
         hidden, _ = self.prepare_tokens(pixels)
+        inputs = self.family.block_inputs(self.backbone, pixels)
         for block in self.blocks[:index]:
-            hidden = self.family.run_block(block, hidden)
-        norm, query, key = self.family.attention_inputs(self.blocks[index])
-        normed = norm(hidden)  # (B, T, D)
-        batch, tokens, _ = normed.shape
+            hidden = self.family.run_block(block, hidden, inputs)
+        q, k = self.family.queries_keys(self.blocks[index], hidden, self.num_heads, inputs)  # (B, nh, T, hd)
         head_dim = self.embed_dim // self.num_heads
-        q = query(normed).view(batch, tokens, self.num_heads, head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        k = key(normed).view(batch, tokens, self.num_heads, head_dim).transpose(1, 2)  # (B, nh, T, hd)
         scores = (q.float() @ k.float().transpose(-2, -1)) * head_dim**-0.5  # (B, nh, T, T)
         return scores.softmax(dim=-1)
 

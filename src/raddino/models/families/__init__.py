@@ -4,8 +4,8 @@
 >>> family_of(encoder.backbone).name
 'dinov2'
 
-Adding a family (DINOv3): write ``families/dinov3.py`` with a :class:`BackboneFamily` subclass and add an
-instance to :data:`FAMILIES`; nothing outside ``raddino.models`` changes.
+Adding a family: write ``families/<name>.py`` with a :class:`BackboneFamily` subclass and add an instance
+to :data:`FAMILIES` (as ``dinov3.py`` did for DINOv3); nothing outside ``raddino.models`` changes.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from torch import nn
 
 from raddino.models.families.base import NORM_TYPES, BackboneFamily
 from raddino.models.families.dinov2 import Dinov2Family
+from raddino.models.families.dinov3 import Dinov3Family
 
-FAMILIES: tuple[BackboneFamily, ...] = (Dinov2Family(),)
+FAMILIES: tuple[BackboneFamily, ...] = (Dinov2Family(), Dinov3Family())
 
 
 def family_of(backbone: nn.Module) -> BackboneFamily:
@@ -44,4 +45,12 @@ def family_for_config(config: object) -> BackboneFamily:
     raise TypeError(f"expected a transformers {supported}, got {type(config).__name__}")
 
 
-__all__ = ["FAMILIES", "NORM_TYPES", "BackboneFamily", "Dinov2Family", "family_for_config", "family_of"]
+__all__ = [
+    "FAMILIES",
+    "NORM_TYPES",
+    "BackboneFamily",
+    "Dinov2Family",
+    "Dinov3Family",
+    "family_for_config",
+    "family_of",
+]

@@ -14,6 +14,7 @@ an encoder can be deep-copied (the EMA teacher), sharded or compiled without the
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar, cast
 
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 
 # Modules whose weights are scales and shifts, not projections: no weight decay (timm, DINOv2).
 NORM_TYPES: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+_IDENTITY = nn.Identity()
 
 
 class BackboneFamily(ABC):
@@ -35,9 +37,12 @@ class BackboneFamily(ABC):
         embeddings_path: The module holding everything before the first block (depth 0 for lr decay).
         patch_embedding_path: The patch embedding's module (its lr gets DINOv2's extra factor).
         patch_projection_path: The ``nn.Conv2d`` turning pixels into patch tokens.
-        embedding_dropout_path: The dropout applied to the token sequence before the first block.
+        embedding_dropout_path: The dropout applied to the token sequence before the first block
+            (``None``: the family has none).
         token_paths: Learned tokens by role (``cls``, ``mask``, ``registers``, ``positions``); a path a
-            given model lacks (no register tokens, no mask token) is skipped.
+            given model lacks (no register tokens, no mask token) is skipped. A family without a
+            ``positions`` table (DINOv3's RoPE) gives its blocks position information through
+            :meth:`block_inputs` instead.
         layer_scale_paths: Each block's LayerScale gammas, relative to the block.
         drop_path_attribute: The block attribute holding its stochastic-depth module.
     """
@@ -50,7 +55,7 @@ class BackboneFamily(ABC):
     embeddings_path: ClassVar[str]
     patch_embedding_path: ClassVar[str]
     patch_projection_path: ClassVar[str]
-    embedding_dropout_path: ClassVar[str]
+    embedding_dropout_path: ClassVar[str | None]
     token_paths: ClassVar[dict[str, str]]
     layer_scale_paths: ClassVar[tuple[str, ...]]
     drop_path_attribute: ClassVar[str] = "drop_path"
@@ -89,7 +94,9 @@ class BackboneFamily(ABC):
         return cast(nn.Conv2d, backbone.get_submodule(self.patch_projection_path))
 
     def embedding_dropout(self, backbone: nn.Module) -> nn.Module:
-        """The dropout on the token sequence before the first block."""
+        """The dropout on the token sequence before the first block (identity when the family has none)."""
+        if self.embedding_dropout_path is None:
+            return _IDENTITY
         return backbone.get_submodule(self.embedding_dropout_path)
 
     def tokens(self, backbone: nn.Module) -> dict[str, nn.Parameter]:
@@ -130,10 +137,32 @@ class BackboneFamily(ABC):
     def drop_path_module(self, rate: float) -> nn.Module:
         """A stochastic-depth module with probability ``rate`` > 0, as the family's own blocks build it."""
 
+    def block_inputs(self, backbone: nn.Module, pixels: torch.Tensor) -> dict[str, Any]:
+        """What every block needs besides the tokens for images like ``pixels`` (B, 3, H, W): nothing for
+        a family whose positions are a learned table added to the tokens; RoPE's (cos, sin) for DINOv3.
+        Computed once per forward and passed to :meth:`run_block` and :meth:`queries_keys`."""
+        return {}
+
     @abstractmethod
-    def run_block(self, block: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-        """One block on the token sequence (B, T, D) → (B, T, D)."""
+    def run_block(self, block: nn.Module, hidden: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """One block on the token sequence (B, T, D) → (B, T, D), with the :meth:`block_inputs`."""
 
     @abstractmethod
     def attention_inputs(self, block: nn.Module) -> tuple[nn.Module, nn.Linear, nn.Linear]:
         """The block's pre-attention norm and its query and key projections (for attention maps)."""
+
+    def queries_keys(
+        self, block: nn.Module, hidden: torch.Tensor, num_heads: int, inputs: Mapping[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The queries and keys one block's attention compares, each (B, heads, T, head_dim), for the
+        tokens (B, T, D) entering it: normed and projected, and rotated where the family rotates them."""
+        norm, query, key = self.attention_inputs(block)
+        normed = norm(hidden)  # (B, T, D)
+        batch, tokens, _ = normed.shape
+        queries = query(normed).view(batch, tokens, num_heads, -1).transpose(1, 2)  # (B, nh, T, hd)
+        keys = key(normed).view(batch, tokens, num_heads, -1).transpose(1, 2)  # (B, nh, T, hd)
+        return queries, keys
+
+    def reset_buffers(self, backbone: nn.Module) -> None:  # noqa: B027 - most families have none
+        """Recompute buffers that are not saved (a model built on the meta device and filled from a
+        state dict has them uninitialised); nothing for families without such buffers."""

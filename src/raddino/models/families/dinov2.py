@@ -13,6 +13,7 @@ Both models' blocks are the same except for their class names, and both build st
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, cast
 
 import torch
@@ -52,8 +53,8 @@ class Dinov2Family(BackboneFamily):
         """transformers' own ``Dinov2DropPath``: the draws of a run do not depend on who set the rate."""
         return Dinov2DropPath(rate)
 
-    def run_block(self, block: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-        """One ``Dinov2Layer`` (transformers 4 returns a tuple, 5 a tensor)."""
+    def run_block(self, block: nn.Module, hidden: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """One ``Dinov2Layer`` (transformers 4 returns a tuple, 5 a tensor); it takes no other inputs."""
         output = block(hidden)
         return output[0] if isinstance(output, tuple) else output
 
