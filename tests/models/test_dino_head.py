@@ -88,3 +88,28 @@ def test_bad_head_files_name_the_keys(tmp_path: Path):
     save_file({"weight": torch.zeros(2)}, tmp_path / "other.safetensors")
     with pytest.raises(ModelLoadError, match="not a DINO head"):
         load_dino_head(tmp_path / "other.safetensors")
+
+
+def test_dinov3_head_has_a_plain_last_layer_and_its_file_round_trips(tmp_path: Path):
+    """DINOv3's DINOHead: the same MLP, then ``nn.Linear(bottleneck, prototypes, bias=False)``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        head = DINOHead(in_dim=32, out_dim=50, hidden_dim=48, bottleneck_dim=16, weight_norm=False)
+    state = head.state_dict()
+    assert "last_layer.weight" in state
+    assert "last_layer.weight_v" not in state
+    features = torch.randn(4, 32)
+    hidden = F.gelu(F.linear(features, state["mlp.0.weight"], state["mlp.0.bias"]))
+    hidden = F.gelu(F.linear(hidden, state["mlp.2.weight"], state["mlp.2.bias"]))
+    bottleneck = F.normalize(F.linear(hidden, state["mlp.4.weight"], state["mlp.4.bias"]), dim=-1)
+    expected = F.linear(bottleneck, state["last_layer.weight"])
+    torch.testing.assert_close(head(features), expected, atol=1e-6, rtol=0)
+    loaded = load_dino_head(save_dino_head(head, tmp_path / "ibot_head.safetensors"))
+    assert not loaded.weight_norm
+    torch.testing.assert_close(loaded(features), expected, atol=1e-6, rtol=0)
+    # In a DINOv3 training checkpoint the iBOT head sits beside the DINO head under its own prefix.
+    teacher = {f"ibot_head.{k}": v for k, v in state.items()}
+    teacher.update({f"dino_head.{k}": v for k, v in _small_head().state_dict().items()})
+    torch.save({"teacher": teacher}, tmp_path / "model_final.pth")
+    assert not load_dino_head(tmp_path / "model_final.pth", prefix="ibot_head.").weight_norm
+    assert load_dino_head(tmp_path / "model_final.pth").weight_norm

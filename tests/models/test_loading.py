@@ -108,7 +108,7 @@ def test_folder_of_another_architecture_is_refused(tmp_path: Path):
     folder = tmp_path / "vit"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "vit", "hidden_size": 32}))
-    with pytest.raises(ModelLoadError, match="model type 'vit' is not a DINOv2 encoder"):
+    with pytest.raises(ModelLoadError, match="model type 'vit' is not a DINOv2 or DINOv3 encoder"):
         load_encoder(folder)
 
 

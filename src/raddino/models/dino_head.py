@@ -5,6 +5,10 @@ weight-normalised Linear to 65536 prototypes, no bias (DINOv2 defaults ``head_hi
 ``head_bottleneck_dim`` 256, ``head_n_prototypes`` 65536, ``head_nlayers`` 3). Parameter names match DINOv2's
 (``mlp.0.weight``, ``mlp.2.weight``, ``mlp.4.weight``, ``last_layer.weight_g``, ``last_layer.weight_v``),
 so the release's file loads as is.
+
+DINOv3's heads (``dinov3/layers/dino_head.py``, DINO and iBOT alike) have the same MLP and a plain
+``nn.Linear`` as the last layer (``last_layer.weight``, no weight norm): ``weight_norm=False``. A file's
+keys say which it is; a training checkpoint's ``dino_head.`` or ``ibot_head.`` entries are read.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class WeightNormLinear(nn.Module):
 
 
 class DINOHead(nn.Module):
-    """DINOv2's projection head.
+    """DINOv2's (or DINOv3's) projection head.
 
     Args:
         in_dim: Encoder width (768 for ViT-B).
@@ -52,6 +56,7 @@ class DINOHead(nn.Module):
         hidden_dim: MLP width (2048).
         bottleneck_dim: Width before the prototypes (256).
         nlayers: Linear layers in the MLP (3).
+        weight_norm: Weight-normalised last layer (DINOv2); ``False``: a plain linear one (DINOv3).
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class DINOHead(nn.Module):
         hidden_dim: int = 2048,
         bottleneck_dim: int = 256,
         nlayers: int = 3,
+        weight_norm: bool = True,
     ) -> None:
         super().__init__()
         if nlayers < 1:
@@ -76,7 +82,13 @@ class DINOHead(nn.Module):
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)
                 nn.init.zeros_(module.bias)
-        self.last_layer = WeightNormLinear(bottleneck_dim, out_dim)
+        self.last_layer: nn.Module
+        if weight_norm:
+            self.last_layer = WeightNormLinear(bottleneck_dim, out_dim)
+        else:
+            self.last_layer = nn.Linear(bottleneck_dim, out_dim, bias=False)
+            nn.init.trunc_normal_(self.last_layer.weight, std=0.02)  # DINOv3's _init_weights
+        self.weight_norm = weight_norm
         self.in_dim, self.out_dim = in_dim, out_dim
         self.hidden_dim, self.bottleneck_dim, self.nlayers = hidden_dim, bottleneck_dim, nlayers
 
@@ -91,29 +103,40 @@ class DINOHead(nn.Module):
 _MLP_KEY = re.compile(r"^mlp\.(\d+)\.weight$")
 
 
-def dino_head_from_state_dict(state: dict[str, torch.Tensor], source: str = "state dict") -> DINOHead:
-    """A head whose sizes are read off its tensors (DINOv2 names).
+_LAST_LAYER_KEYS = ("last_layer.weight_v", "last_layer.weight")  # DINOv2 (weight norm), DINOv3 (plain)
 
-    In a training checkpoint holding the backbone and heads together, the ``dino_head.`` entries are used.
+
+def dino_head_from_state_dict(
+    state: dict[str, torch.Tensor], source: str = "state dict", prefix: str = "dino_head."
+) -> DINOHead:
+    """A head whose sizes are read off its tensors (DINOv2 or DINOv3 names).
+
+    In a training checkpoint holding the backbone and heads together, the entries under ``prefix``
+    (``dino_head.``; ``ibot_head.`` for DINOv3's separate iBOT head) are used.
 
     Raises:
         ValueError: keys missing or unknown, or shapes that do not chain (names ``source`` and the keys).
     """
-    if "last_layer.weight_v" not in state and "dino_head.last_layer.weight_v" in state:
-        state = {
-            key[len("dino_head.") :]: value for key, value in state.items() if key.startswith("dino_head.")
-        }
+    if not any(key in state for key in _LAST_LAYER_KEYS) and any(
+        prefix + key in state for key in _LAST_LAYER_KEYS
+    ):
+        state = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
     linear_indices = sorted(int(match.group(1)) for key in state if (match := _MLP_KEY.match(key)))
-    if not linear_indices or "last_layer.weight_v" not in state:
-        raise ValueError(f"{source}: not a DINO head (needs mlp.N.weight and last_layer.weight_v keys)")
+    last_key = next((key for key in _LAST_LAYER_KEYS if key in state), None)
+    if not linear_indices or last_key is None:
+        raise ValueError(
+            f"{source}: not a DINO head (needs mlp.N.weight and last_layer.weight_v or last_layer.weight "
+            "keys)"
+        )
     first, last = state[f"mlp.{linear_indices[0]}.weight"], state[f"mlp.{linear_indices[-1]}.weight"]
     nlayers = len(linear_indices)
     head = DINOHead(
         in_dim=int(first.shape[1]),
-        out_dim=int(state["last_layer.weight_v"].shape[0]),
+        out_dim=int(state[last_key].shape[0]),
         hidden_dim=int(first.shape[0]) if nlayers > 1 else 2048,  # unused with one layer
         bottleneck_dim=int(last.shape[0]),
         nlayers=nlayers,
+        weight_norm=last_key == "last_layer.weight_v",
     )
     expected = head.state_dict()
     missing, unknown = set(expected) - set(state), set(state) - set(expected)
@@ -128,8 +151,9 @@ def dino_head_from_state_dict(state: dict[str, torch.Tensor], source: str = "sta
     return head
 
 
-def load_dino_head(path: str | Path) -> DINOHead:
-    """Load ``dino_head.safetensors`` (or a ``.pth`` state dict) into a :class:`DINOHead`.
+def load_dino_head(path: str | Path, prefix: str = "dino_head.") -> DINOHead:
+    """Load ``dino_head.safetensors`` / ``ibot_head.safetensors`` (or a ``.pth`` state dict, or a training
+    checkpoint's entries under ``prefix``) into a :class:`DINOHead`.
 
     Raises:
         raddino.models.loading.ModelLoadError: unreadable file or a state dict that is not a DINO head.
@@ -138,13 +162,14 @@ def load_dino_head(path: str | Path) -> DINOHead:
 
     state, _ = read_state_dict(path)
     try:
-        return dino_head_from_state_dict(state, source=str(path))
+        return dino_head_from_state_dict(state, source=str(path), prefix=prefix)
     except ValueError as error:
         raise ModelLoadError(path, str(error).removeprefix(f"{path}: ")) from error
 
 
 def save_dino_head(head: DINOHead, path: str | Path) -> Path:
-    """Write the head as safetensors with DINOv2's key names, atomically."""
+    """Write the head as safetensors with DINOv2's (or, without weight norm, DINOv3's) key names,
+    atomically."""
     path = Path(path)
     tensors = {key: value.detach().contiguous() for key, value in head.state_dict().items()}
     with atomic_path(path) as temporary:

@@ -3,10 +3,12 @@
 Sources, tried in this order:
 
 * ``preset:NAME`` — a randomly initialised preset (seed 0);
-* a local folder with ``config.json`` — a transformers folder, loaded with ``local_files_only`` and never
+* a local folder with ``config.json`` — a transformers folder (``model_type`` ``dinov2``,
+  ``dinov2_with_registers`` or ``dinov3_vit``), loaded with ``local_files_only`` and never
   ``trust_remote_code`` (a folder with only ``backbone_compatible.safetensors`` loads that file);
-* a local ``.safetensors`` / ``.pth`` / ``.pt`` file — a DINOv2-format state dict (``.pth`` is read with
-  ``torch.load(weights_only=True)``, which cannot run code);
+* a local ``.safetensors`` / ``.pth`` / ``.pt`` file — a DINOv2- or DINOv3-format state dict, the format
+  told by its keys (``rope_embed.periods`` / ``storage_tokens``: DINOv3); ``.pth`` is read with
+  ``torch.load(weights_only=True)``, which cannot run code;
 * otherwise an ``owner/name`` hub id — the only way anything downloads.
 """
 
@@ -23,14 +25,19 @@ from safetensors.torch import load_file
 
 from raddino.io.state_file import StateFileError, load_state
 from raddino.models.convert import ConversionError, encoder_from_dinov2
+from raddino.models.convert_dinov3 import encoder_from_dinov3, is_dinov3_state_dict
 from raddino.models.encoder import Encoder
 
 logger = logging.getLogger(__name__)
 
 STATE_DICT_SUFFIXES = (".safetensors", ".pth", ".pt")
-DINOV2_FILE_NAME = "backbone_compatible.safetensors"  # the name in the RAD-DINO release
+# The original-format weights file of a folder: the name in the RAD-DINO release (DINOv2), which raddino also
+# gives DINOv3-format files (their keys tell the format).
+DINOV2_FILE_NAME = "backbone_compatible.safetensors"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_ENCODER_TYPES = ("dinov2", "dinov2_with_registers")
+_ENCODER_TYPES = ("dinov2", "dinov2_with_registers", "dinov3_vit")
+# Key prefixes of transformers' own weights files (DINOv2, DINOv3), not of the original formats.
+_TRANSFORMERS_PREFIXES = ("embeddings.", "encoder.layer.", "model.layer.")
 _PICKLE_HINT = (
     "raddino reads .pth/.pt files with torch.load(weights_only=True), which runs no code; "
     "save the state dict as plain tensors, or as .safetensors"
@@ -95,30 +102,40 @@ def backbone_subset(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_dinov2_file(
+def load_original_file(
     path: str | Path, *, num_heads: int | None = None, dtype: torch.dtype | None = None
 ) -> Encoder:
-    """An encoder from a DINOv2-format state dict file (``backbone_compatible.safetensors``, ``.pth``).
+    """An encoder from a DINOv2- or DINOv3-format state dict file (``backbone_compatible.safetensors``,
+    a released ``dinov3_vitb16_pretrain_*.pth``, a training checkpoint), the format told by its keys.
 
     Args:
         path: The file.
-        num_heads: Attention heads; default: the file's ``num_heads`` metadata (raddino writes it), else
-            width / 64 as in every DINOv2 model.
+        num_heads: Attention heads of a DINOv2 file; default: the file's ``num_heads`` metadata (raddino
+            writes it), else width / 64 as in every DINOv2 model. A DINOv3 file's RoPE periods give its
+            head width, so there it is only checked.
         dtype: Parameter dtype (float32 by default).
 
     Raises:
-        ModelLoadError: unreadable file, or keys/shapes that do not make a DINOv2 ViT (all named).
+        ModelLoadError: unreadable file, or keys/shapes that do not make a DINOv2 or DINOv3 ViT (all named).
     """
     state, metadata = read_state_dict(path)
     state = backbone_subset(state)
-    if "embeddings.cls_token" in state or any(key.startswith("encoder.layer.") for key in state):
+    if any(key.startswith(_TRANSFORMERS_PREFIXES) for key in state):
         raise ModelLoadError(path, "this is a transformers weights file; pass the folder that holds it")
-    if num_heads is None and metadata.get("num_heads"):
-        num_heads = int(metadata["num_heads"])
     try:
+        if is_dinov3_state_dict(state):
+            eps = metadata.get("layer_norm_eps")
+            return encoder_from_dinov3(
+                state, layer_norm_eps=float(eps) if eps else None, num_heads=num_heads, dtype=dtype
+            )
+        if num_heads is None and metadata.get("num_heads"):
+            num_heads = int(metadata["num_heads"])
         return encoder_from_dinov2(state, num_heads=num_heads, dtype=dtype)
     except ConversionError as error:
         raise ModelLoadError(path, str(error)) from error
+
+
+load_dinov2_file = load_original_file  # the earlier name, from before DINOv3 files were read
 
 
 def _check_weight_files(folder: Path) -> None:
@@ -156,7 +173,8 @@ def _check_weight_files(folder: Path) -> None:
 
 
 def _load_transformers(source: str, *, local: bool, dtype: torch.dtype | None) -> Encoder:
-    """A transformers Dinov2 model from a folder (``local``) or the hub; missing weights are an error."""
+    """A transformers DINOv2 / DINOv3 model from a folder (``local``) or the hub; missing weights are an
+    error."""
     from transformers import AutoConfig, AutoModel
 
     options = {"local_files_only": local, "trust_remote_code": False}
@@ -166,8 +184,9 @@ def _load_transformers(source: str, *, local: bool, dtype: torch.dtype | None) -
     except (OSError, ValueError) as error:
         raise ModelLoadError(source, f"cannot read the {where}'s config: {_first_line(error)}") from error
     if config.model_type not in _ENCODER_TYPES:
+        kinds = ", ".join(_ENCODER_TYPES)
         raise ModelLoadError(
-            source, f"model type {config.model_type!r} is not a DINOv2 encoder ({', '.join(_ENCODER_TYPES)})"
+            source, f"model type {config.model_type!r} is not a DINOv2 or DINOv3 encoder ({kinds})"
         )
     if local:
         _check_weight_files(Path(source))
@@ -198,13 +217,14 @@ def load_encoder(
     dtype: torch.dtype | None = None,
     num_heads: int | None = None,
 ) -> Encoder:
-    """Load an encoder from a preset, a local transformers folder, a DINOv2 state dict or a hub id.
+    """Load an encoder from a preset, a local transformers folder, a DINOv2 / DINOv3 state dict or a hub id.
 
     Args:
         source: ``preset:NAME``, a folder, a ``.safetensors`` / ``.pth`` / ``.pt`` file, or ``owner/name``.
         device: Where to put it (default: the CPU).
         dtype: Parameter dtype (default: float32).
-        num_heads: Attention heads for DINOv2 state dicts whose width is not 64 × heads.
+        num_heads: Attention heads for DINOv2 state dicts whose width is not 64 × heads (DINOv3 files
+            need none).
 
     Returns:
         The encoder in eval mode.
@@ -225,7 +245,7 @@ def load_encoder(
             if (path / "config.json").is_file():
                 encoder = _load_transformers(str(path), local=True, dtype=dtype)
             elif (path / DINOV2_FILE_NAME).is_file():
-                encoder = load_dinov2_file(path / DINOV2_FILE_NAME, num_heads=num_heads, dtype=dtype)
+                encoder = load_original_file(path / DINOV2_FILE_NAME, num_heads=num_heads, dtype=dtype)
             else:
                 raise ModelLoadError(path, f"folder has neither config.json nor {DINOV2_FILE_NAME}")
         elif path.is_file():
@@ -234,7 +254,7 @@ def load_encoder(
                     path,
                     f"unknown model file type {path.suffix!r}; expected {', '.join(STATE_DICT_SUFFIXES)}",
                 )
-            encoder = load_dinov2_file(path, num_heads=num_heads, dtype=dtype)
+            encoder = load_original_file(path, num_heads=num_heads, dtype=dtype)
         elif is_hub_id(text):
             logger.info("%s is not a local path: loading it from the Hugging Face hub", text)
             encoder = _load_transformers(text, local=False, dtype=dtype)
