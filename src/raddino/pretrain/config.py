@@ -79,6 +79,44 @@ class IbotConfig:
 
 
 @dataclass
+class LossWeightSchedule:
+    """DINOv3's ``linear_warmup_cosine_decay``: linear ``start`` → ``peak`` over ``warmup_epochs``, cosine
+    ``peak`` → ``end`` over ``cosine_epochs`` (null: the rest of the run), then ``end``."""
+
+    start: float = 0.0
+    peak: float = 0.0
+    end: float = 0.0
+    warmup_epochs: int = 0
+    cosine_epochs: int | None = None
+
+
+@dataclass
+class GramConfig:
+    """Gram anchoring (DINOv3's ``gram:`` section, same names; off unless ``use_loss``).
+
+    The Gram teacher is a frozen copy of the EMA teacher's encoder: loaded from it before iteration
+    ``it_load_ema_teacher`` and, with ``rep_update``, copied again after every iteration ``i`` with
+    ``i + 1 >= it_first_update`` and ``(i + 1) % update_frequency == 0``, at most ``max_updates`` times
+    (DINOv3's ``train.py``). It sees the same global crops as the EMA teacher (DINOv3's separate
+    higher-resolution Gram-teacher crops are not made).
+    """
+
+    use_loss: bool = False
+    loss_weight: float = 1.0
+    loss_weight_schedule: LossWeightSchedule | None = None  # replaces loss_weight when given
+    it_load_ema_teacher: int = 0  # before this iteration the loss is off (no Gram teacher yet)
+    rep_update: bool = True
+    update_frequency: int = 50000
+    it_first_update: int = 0
+    max_updates: int | None = None  # null: unlimited
+    normalized: bool = True  # L2-normalise the patch features (cosine similarities)
+    img_level: bool = False  # one Gram matrix per image, else over the process's batch of patches
+    remove_neg: bool = False
+    remove_only_teacher_neg: bool = False
+    tokens_used: Literal["all", "masked", "unmasked"] = "all"  # masked/unmasked need img_level: false
+
+
+@dataclass
 class OptimConfig:
     """AdamW with cosine schedules (DINOv2's ``optim`` section; RAD-DINO's base lr 1e-3, appendix C.1)."""
 
@@ -137,6 +175,7 @@ class PretrainConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     dino: DinoConfig = field(default_factory=DinoConfig)
     ibot: IbotConfig = field(default_factory=IbotConfig)
+    gram: GramConfig = field(default_factory=GramConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     crops: MultiCropConfig = field(default_factory=MultiCropConfig)  # DINOv2 crops.* names + CXR ops
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -214,6 +253,35 @@ def validate(config: PretrainConfig) -> None:
         "the DINO and iBOT losses cannot both be off",
     )
     _check(0 <= config.student.drop_path_rate < 1, "student.drop_path_rate", "must lie in [0, 1)")
+    _validate_gram(config.gram, config.optim.epochs)
+
+
+def _validate_gram(gram: GramConfig, epochs: int) -> None:
+    if not gram.use_loss:
+        return
+    schedule = gram.loss_weight_schedule
+    if schedule is not None:
+        cosine = 0 if schedule.cosine_epochs is None else schedule.cosine_epochs
+        _check(
+            schedule.warmup_epochs >= 0 and cosine >= 0 and schedule.warmup_epochs + cosine <= epochs,
+            "gram.loss_weight_schedule",
+            f"warmup_epochs + cosine_epochs must be >= 0 and fit in optim.epochs ({epochs})",
+        )
+    _check(
+        gram.it_load_ema_teacher >= 0, "gram.it_load_ema_teacher", "must be >= 0 (no Gram checkpoint option)"
+    )
+    _check(gram.update_frequency >= 1, "gram.update_frequency", "must be at least 1")
+    _check(gram.max_updates is None or gram.max_updates >= 0, "gram.max_updates", "must be >= 0 (or null)")
+    _check(
+        not (gram.remove_neg and gram.remove_only_teacher_neg),
+        "gram.remove_neg",
+        "cannot be true together with gram.remove_only_teacher_neg",
+    )
+    _check(
+        gram.tokens_used == "all" or not gram.img_level,
+        "gram.tokens_used",
+        f"{gram.tokens_used} patches need gram.img_level: false (images keep different numbers)",
+    )
 
 
 def load_pretrain_config(
@@ -236,7 +304,9 @@ def load_pretrain_config(
 __all__ = [
     "ComputeConfig",
     "DinoConfig",
+    "GramConfig",
     "IbotConfig",
+    "LossWeightSchedule",
     "OptimConfig",
     "PretrainConfig",
     "StudentConfig",

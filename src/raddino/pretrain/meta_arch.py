@@ -3,7 +3,9 @@
 The student and the teacher are the same network: an :class:`~raddino.models.Encoder`, the DINO head on the
 CLS token and, for iBOT, a head on the masked patch tokens (the DINO head itself unless
 ``ibot.separate_head``, as in DINOv2). The teacher starts as a copy of the student, has no drop-path and
-no gradient, and follows the student by EMA (:meth:`SSLMetaArch.update_teacher`).
+no gradient, and follows the student by EMA (:meth:`SSLMetaArch.update_teacher`). With ``gram.use_loss``
+a third copy of the encoder, the Gram teacher (:mod:`raddino.pretrain.gram_teacher`), anchors the
+student's patch similarities (DINOv3).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import nn
 
 from raddino.models import DINOHead, Encoder, load_dino_head, load_encoder
 from raddino.pretrain.config import PretrainConfig
+from raddino.pretrain.gram_teacher import GramTeacher
 from raddino.pretrain.losses import DINOLoss, KoLeoLoss, iBOTPatchLoss
 from raddino.training import LossTerms  # the engine's: ``total`` is back-propagated, ``terms`` logged
 
@@ -98,16 +101,17 @@ class SSLNetwork(nn.Module):
             mask_indices: (M,) flat indices into the (2B·N) patch tokens whose iBOT logits to return.
 
         Returns:
-            ``global_cls`` (2B, D) encoder CLS tokens, ``global_logits`` (2B, K), ``local_logits`` (nB, K)
-            when local crops are given, ``patch_logits`` (M, K') when ``mask_indices`` is given.
+            ``global_cls`` (2B, D) encoder CLS tokens, ``global_patches`` (2B, N, D) encoder patch tokens,
+            ``global_logits`` (2B, K), ``local_logits`` (nB, K) when local crops are given,
+            ``patch_logits`` (M, K') when ``mask_indices`` is given.
         """
         features = self.encoder(global_crops, masks)
+        sequence = features.patch_sequence  # (2B, N, D)
         patch_tokens = None
         if mask_indices is not None:
-            sequence = features.patch_tokens.flatten(2).transpose(1, 2)  # (2B, N, D)
             patch_tokens = sequence.flatten(0, 1).index_select(0, mask_indices)  # (M, D)
         global_logits, patch_logits = self._head_logits(features.cls, patch_tokens)
-        outputs = {"global_cls": features.cls, "global_logits": global_logits}
+        outputs = {"global_cls": features.cls, "global_patches": sequence, "global_logits": global_logits}
         if patch_logits is not None:
             outputs["patch_logits"] = patch_logits
         if local_crops is not None and local_crops.shape[0] > 0:
@@ -245,11 +249,14 @@ class SSLMetaArch(nn.Module):
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         self.objective = SSLObjective(config)
+        self.gram_teacher = GramTeacher(self.teacher.encoder, config.gram) if config.gram.use_loss else None
 
     def train(self, mode: bool = True) -> SSLMetaArch:
-        """Train mode for the student only: the teacher always runs in eval mode (no drop-path)."""
+        """Train mode for the student only: the teachers always run in eval mode (no drop-path)."""
         super().train(mode)
         self.teacher.eval()
+        if self.gram_teacher is not None:
+            self.gram_teacher.eval()
         return self
 
     @torch.no_grad()
@@ -276,7 +283,11 @@ class SSLMetaArch(nn.Module):
         torch._foreach_add_(teacher_local, student_local, alpha=1.0 - momentum)
 
     def forward_losses(
-        self, batch: Batch, teacher_temp: float, student: nn.Module | None = None
+        self,
+        batch: Batch,
+        teacher_temp: float,
+        student: nn.Module | None = None,
+        gram_weight: float = 0.0,
     ) -> LossTerms:
         """One step's loss terms for a collated batch (``student`` is the wrapped student when wrapped).
 
@@ -284,6 +295,7 @@ class SSLMetaArch(nn.Module):
             batch: ``global_crops`` (2B, 3, S, S), ``local_crops`` (nB, 3, s, s), ``masks`` (2B, N) bool,
                 ``mask_indices`` (M,), ``masks_weight`` (M,), ``n_masked_patches`` ().
             teacher_temp: This step's teacher temperature.
+            gram_weight: This step's Gram anchoring weight (used once the Gram teacher is loaded).
         """
         use_ibot = self.objective.use_ibot
         mask_indices = batch["mask_indices"] if use_ibot else None
@@ -294,7 +306,13 @@ class SSLMetaArch(nn.Module):
         student_outputs = network(
             batch["global_crops"], local_crops, batch["masks"] if use_ibot else None, mask_indices
         )
-        return self.objective(student_outputs, teacher_outputs, batch, teacher_temp)
+        losses = self.objective(student_outputs, teacher_outputs, batch, teacher_temp)
+        if self.gram_teacher is None or not self.gram_teacher.loaded:
+            return losses
+        masks = batch["masks"] if use_ibot else None
+        gram = self.gram_teacher(student_outputs["global_patches"], batch["global_crops"], masks)
+        terms = {**losses.terms, "gram": gram}
+        return LossTerms(total=losses.total + gram_weight * gram, terms=terms)
 
 
 def _reshard(module: nn.Module) -> None:

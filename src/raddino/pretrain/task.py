@@ -10,7 +10,9 @@ as DINOv2's ``train.py`` does it:
   teacher forward without gradient, student forward and backward, the gradient all-reduce only on the
   last micro-batch (DDP ``no_sync``, FSDP2 ``set_requires_gradient_sync``);
 - a non-finite loss term stops the run naming it; the gradients are clipped per module (backbone, each
-  head), AdamW steps, and the EMA teacher follows (an after-step hook).
+  head), AdamW steps, and the EMA teacher follows (an after-step hook);
+- with ``gram.use_loss`` (DINOv3) the Gram teacher is loaded from the EMA teacher before iteration
+  ``gram.it_load_ema_teacher`` and refreshed after the iterations :meth:`GramTeacher.update_due` names.
 
 A checkpoint holds the full student and teacher, the loss centres and the sampler's position (the
 engine adds the optimiser, the scaler and every rank's RNG), so a resumed run draws the same images,
@@ -22,13 +24,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from raddino.config import config_to_dict
 from raddino.io.failures import FailureLog
-from raddino.pretrain.config import PretrainConfig
+from raddino.pretrain.config import GramConfig, PretrainConfig
 from raddino.pretrain.dataset import PretrainDataset
 from raddino.pretrain.loader import Collator, move_batch
 from raddino.pretrain.meta_arch import SSLMetaArch, SSLNetwork
@@ -61,7 +64,8 @@ def build_schedules(config: PretrainConfig, world_size: int) -> Schedules:
     ``learning_rate``: linear warm-up over ``optim.warmup_epochs`` to the scaled peak, then cosine to
     ``optim.min_lr``; ``last_layer_learning_rate``: the same, 0 for ``optim.freeze_last_layer_epochs``;
     ``weight_decay``: cosine 0.04 → 0.4; ``momentum``: the teacher's EMA, cosine 0.992 → 1;
-    ``teacher_temperature``: linear 0.04 → 0.07 over ``teacher.warmup_teacher_temp_epochs``.
+    ``teacher_temperature``: linear 0.04 → 0.07 over ``teacher.warmup_teacher_temp_epochs``;
+    ``gram_loss_weight`` with ``gram.use_loss``: ``gram.loss_weight``, or its ``loss_weight_schedule``.
     """
     epoch = config.train.OFFICIAL_EPOCH_LENGTH
     total = config.total_iterations
@@ -83,7 +87,26 @@ def build_schedules(config: PretrainConfig, world_size: int) -> Schedules:
         ),
         "last_layer_learning_rate": last_layer,
     }
+    if config.gram.use_loss:
+        arrays["gram_loss_weight"] = gram_weight_schedule(config.gram, epoch, total)
     return Schedules(arrays, total)
+
+
+def gram_weight_schedule(gram: GramConfig, epoch_length: int, total: int) -> np.ndarray:
+    """The Gram loss weight per iteration: constant ``gram.loss_weight``, or DINOv3's
+    ``linear_warmup_cosine_decay`` of ``gram.loss_weight_schedule`` (linear ``start`` → ``peak`` over
+    ``warmup_epochs`` without reaching ``peak``, cosine ``peak`` → ``end`` over ``cosine_epochs`` (default:
+    the rest) with both ends included, then ``end``)."""
+    schedule = gram.loss_weight_schedule
+    if schedule is None:
+        return np.full(total, gram.loss_weight, dtype=np.float64)
+    warmup = schedule.warmup_epochs * epoch_length
+    cosine_iters = total - warmup if schedule.cosine_epochs is None else schedule.cosine_epochs * epoch_length
+    linear = np.linspace(schedule.start, schedule.peak, warmup, endpoint=False)
+    half_cosine = (np.cos(np.linspace(0.0, np.pi, cosine_iters)) + 1.0) / 2.0  # 1 → 0
+    cosine = schedule.end + (schedule.peak - schedule.end) * half_cosine
+    constant = np.full(total - warmup - cosine_iters, schedule.end, dtype=np.float64)
+    return np.concatenate([linear, cosine, constant])
 
 
 def _apply_schedules(optimizer: torch.optim.Optimizer, values: Mapping[str, float]) -> None:
@@ -108,6 +131,7 @@ class PretrainTask(TaskBase):
         "train/dino",
         "train/ibot",
         "train/koleo",
+        "train/gram",
         "train/learning_rate",
         "train/momentum",
     )
@@ -127,8 +151,11 @@ class PretrainTask(TaskBase):
         config, context = self.config, self.context
         torch.manual_seed(config.train.seed + context.rank)  # drop-path draws; a checkpoint restores them
         self.model = SSLMetaArch(config).to(device)
+        followers: list[torch.nn.Module] = [self.model.teacher]
+        if self.model.gram_teacher is not None:
+            followers.append(self.model.gram_teacher.encoder)  # sharded as the teacher: shards line up
         self.student_module = wrap_for_training(
-            self.model.student, context, config.compute.strategy, followers=[self.model.teacher]
+            self.model.student, context, config.compute.strategy, followers=followers
         )
         self.student: SSLNetwork = unwrap(self.student_module)  # type: ignore[assignment]
         groups = build_param_groups(
@@ -147,7 +174,7 @@ class PretrainTask(TaskBase):
             gradient_sync=lambda enabled: gradient_sync(self.student_module, enabled),
             reduce=self._mean_over_ranks,
             apply_schedules=_apply_schedules,
-            after_step=[self._update_teacher],
+            after_step=[self._update_teacher, self._update_gram_teacher],
             trained=self.student_module,
         )
 
@@ -157,6 +184,11 @@ class PretrainTask(TaskBase):
 
     def _update_teacher(self, step: int, values: Mapping[str, float]) -> None:
         self.model.update_teacher(values["momentum"], self.student)
+
+    def _update_gram_teacher(self, step: int, values: Mapping[str, float]) -> None:
+        gram = self.model.gram_teacher
+        if gram is not None and gram.update_due(step):
+            gram.copy_from(self.model.teacher.encoder, count=True)
 
     def _mean_over_ranks(self, losses: dict[str, float]) -> dict[str, float]:
         if not (self.context.is_distributed and dist.is_initialized()):
@@ -206,6 +238,9 @@ class PretrainTask(TaskBase):
 
     def micro_batches(self, step: int) -> Iterator[tuple[dict[str, torch.Tensor], float]]:
         accumulation = self.config.train.grad_accumulation_steps
+        gram = self.model.gram_teacher
+        if gram is not None and gram.load_due(step):
+            gram.copy_from(self.model.teacher.encoder, count=False)  # before the step, as DINOv3
         for _ in range(accumulation):
             batch = next(self.batches)
             for path, reason in batch.pop("failures"):
@@ -214,7 +249,9 @@ class PretrainTask(TaskBase):
             yield move_batch(batch, self.context.device), 1.0 / accumulation
 
     def loss(self, batch: dict[str, torch.Tensor], values: Mapping[str, float]) -> LossTerms:
-        return self.model.forward_losses(batch, values["teacher_temperature"], self.student_module)
+        return self.model.forward_losses(
+            batch, values["teacher_temperature"], self.student_module, values.get("gram_loss_weight", 0.0)
+        )
 
     def after_step(self, done: int, result: StepResult) -> dict[str, float]:
         self.done = done
@@ -225,7 +262,14 @@ class PretrainTask(TaskBase):
 
     def state_dict(self) -> dict[str, Any]:
         """Collective under FSDP2 (every rank calls it; rank 0 gets the full states)."""
+        gram: dict[str, Any] = {}
+        if self.model.gram_teacher is not None:
+            gram = {
+                "gram_teacher": full_state_dict(self.model.gram_teacher.encoder),
+                "gram": self.model.gram_teacher.schedule_state(),
+            }
         return {
+            **gram,
             "student": full_state_dict(self.student_module),
             "teacher": full_state_dict(self.model.teacher),
             "objective": {k: v.detach().cpu() for k, v in self.model.objective.state_dict().items()},
@@ -238,6 +282,15 @@ class PretrainTask(TaskBase):
         load_full_state_dict(self.student_module, state["student"])
         load_full_state_dict(self.model.teacher, state["teacher"])
         self.model.objective.load_state_dict(state["objective"])
+        gram = self.model.gram_teacher
+        if gram is not None:
+            if "gram_teacher" not in state:
+                raise ValueError(
+                    "the checkpoint has no Gram teacher (the run was started without gram.use_loss); "
+                    "start afresh with --overwrite or turn gram.use_loss off"
+                )
+            load_full_state_dict(gram.encoder, state["gram_teacher"])
+            gram.load_schedule_state(state["gram"])
 
 
 def snapshot_due(config: PretrainConfig, done: int) -> bool:

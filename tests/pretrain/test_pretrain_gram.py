@@ -1,0 +1,137 @@
+"""Pre-training a DINOv3 encoder with Gram anchoring: the Gram teacher's load and refresh schedule, never
+in the optimiser, exact across a kill and resume; the gram config block and its weight schedule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pretrain_helpers import make_config, make_phantoms
+
+from raddino.config import ConfigError
+from raddino.pretrain.checkpoint import read_checkpoint
+from raddino.pretrain.config import GramConfig, LossWeightSchedule
+from raddino.pretrain.meta_arch import SSLMetaArch
+from raddino.pretrain.task import gram_weight_schedule
+from raddino.pretrain.train import pretrain
+from raddino.training import read_metrics
+
+# Load before iteration 1 (0-based); refresh after 0-based iterations 3 and 5 (i + 1 = 4, 6: multiples of
+# 2 from 3 on), not after 7: max_updates is 2.
+GRAM = (
+    "student.arch=test16",
+    "crops.global_crops_size=64",  # 4 × 4 patches of 16 px
+    "crops.local_crops_size=32",
+    "ibot.separate_head=true",
+    "train.centering=sinkhorn_knopp",
+    "gram.use_loss=true",
+    "gram.it_load_ema_teacher=1",
+    "gram.it_first_update=3",
+    "gram.update_frequency=2",
+    "gram.max_updates=2",
+    "train.checkpoint_period=2",
+    "train.keep_checkpoints=10",
+)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_phantoms(tmp_path_factory.mktemp("gram") / "phantoms")
+
+
+@pytest.fixture(scope="module")
+def gram_run(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("gram_full") / "run"
+    pretrain(make_config(manifest, *GRAM), run, progress=False)
+    return run
+
+
+def _checkpoint(run: Path, done: int) -> dict:
+    return read_checkpoint(run / "checkpoints" / f"step_{done:07d}.pt")
+
+
+def _equals_teacher(checkpoint: dict) -> bool:
+    teacher = checkpoint["teacher"]
+    return all(
+        torch.equal(value, teacher[f"encoder.{key}"]) for key, value in checkpoint["gram_teacher"].items()
+    )
+
+
+@pytest.mark.slow
+def test_gram_teacher_refresh_schedule(gram_run: Path) -> None:
+    states = {done: _checkpoint(gram_run, done) for done in (2, 4, 6, 8)}
+    assert [states[d]["gram"] for d in (2, 4, 6, 8)] == [
+        {"loaded": True, "updates": 0},
+        {"loaded": True, "updates": 1},
+        {"loaded": True, "updates": 2},
+        {"loaded": True, "updates": 2},
+    ]
+    # Refreshed right after the EMA update of iterations 4 and 6: equal to the teacher saved with them.
+    assert _equals_teacher(states[4])
+    assert _equals_teacher(states[6])
+    assert not _equals_teacher(states[2])  # loaded before iteration 2, the teacher moved on since
+    assert not _equals_teacher(states[8])  # max_updates reached: still the snapshot of iteration 6
+    assert all(torch.equal(v, states[6]["gram_teacher"][k]) for k, v in states[8]["gram_teacher"].items())
+    records = read_metrics(gram_run)
+    assert "train/gram" not in records[0]  # no Gram teacher during the first iteration
+    assert all(record["train/gram"] > 0 for record in records[1:])  # the student sees masked crops
+    assert all(record["train/gram_loss_weight"] == 1.0 for record in records)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_gram_resume_is_exact(gram_run: Path, manifest: Path, tmp_path: Path) -> None:
+    def stop_after_5(done: int, values: dict[str, float]) -> None:
+        if done == 5:
+            raise _Interrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(_Interrupt):  # killed after the checkpoint at 4, before the refresh after 6
+        pretrain(make_config(manifest, *GRAM), run, progress=False, on_step=stop_after_5)
+    pretrain(make_config(manifest, *GRAM), run, progress=False)
+    resumed, uninterrupted = _checkpoint(run, 8), _checkpoint(gram_run, 8)
+    assert resumed["gram"] == uninterrupted["gram"]
+    for part in ("gram_teacher", "student", "teacher"):
+        for key, value in uninterrupted[part].items():
+            assert torch.equal(resumed[part][key], value), f"{part}.{key}"
+    assert read_metrics(run) == read_metrics(gram_run)
+
+
+def test_gram_teacher_is_frozen_and_outside_the_optimiser(manifest: Path) -> None:
+    model = SSLMetaArch(make_config(manifest, *GRAM))
+    assert model.gram_teacher is not None
+    assert not any(param.requires_grad for param in model.gram_teacher.parameters())
+    student_ids = {id(param) for param in model.student.parameters()}
+    assert not student_ids & {id(param) for param in model.gram_teacher.parameters()}
+    model.train()
+    assert not model.gram_teacher.training  # no drop-path in the snapshot
+    assert SSLMetaArch(make_config(manifest, "student.arch=test16")).gram_teacher is None  # off by default
+
+
+def test_gram_weight_schedule_is_dinov3s() -> None:
+    # DINOv3's linear_warmup_cosine_decay(start 0, peak 1, end 2, warmup 1, cosine 3) over 6 iterations.
+    schedule = LossWeightSchedule(start=0.0, peak=1.0, end=2.0, warmup_epochs=1, cosine_epochs=3)
+    weights = gram_weight_schedule(GramConfig(use_loss=True, loss_weight_schedule=schedule), 1, 6)
+    np.testing.assert_allclose(weights, [0.0, 1.0, 1.5, 2.0, 2.0, 2.0])
+    constant = gram_weight_schedule(GramConfig(use_loss=True, loss_weight=0.5), 10, 4)
+    np.testing.assert_allclose(constant, [0.5] * 4)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("gram.it_load_ema_teacher=-1", "gram.it_load_ema_teacher"),
+        ("gram.update_frequency=0", "gram.update_frequency"),
+        ("gram.tokens_used=masked", "gram.tokens_used"),
+        ("gram.loss_weight_schedule.warmup_epochs=10", "gram.loss_weight_schedule"),
+    ],
+)
+def test_bad_gram_settings_name_the_key(manifest: Path, override: str, message: str) -> None:
+    extra = ["gram.img_level=true"] if "tokens_used" in override else []
+    with pytest.raises(ConfigError, match=message):
+        make_config(manifest, "gram.use_loss=true", *extra, override)
