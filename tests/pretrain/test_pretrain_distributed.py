@@ -69,3 +69,42 @@ def test_two_processes_match_one(
     assert _max_difference(payload["teacher"], reference["initial"]) > 20 * TOLERANCE
     centre = payload["objective"]["dino_loss.center"]
     assert torch.allclose(centre, reference["final"]["objective"]["dino_loss.center"], atol=TOLERANCE)
+
+
+# Gram anchoring on a DINOv3 encoder: per-image Gram matrices (img_level), so the mean over two ranks'
+# images is the one process's mean; the Gram teacher is loaded before iteration 1 and refreshed after 2.
+# DINOv3's RoPE coordinate rescaling (a random factor in [1/2, 2] per forward in training mode) draws per
+# process like drop-path, so it is off here (with it, weights differ by ~1e-3 after 4 steps).
+GRAM = (
+    *COMMON,
+    "student.arch=test16",
+    "student.arch_overrides={pos_embed_rescale: null}",
+    "crops.global_crops_size=64",
+    "crops.local_crops_size=32",
+    "ibot.separate_head=true",
+    "gram.use_loss=true",
+    "gram.img_level=true",
+    "gram.it_load_ema_teacher=1",
+    "gram.it_first_update=2",
+    "gram.update_frequency=2",
+    "gram.max_updates=1",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one_with_gram(
+    strategy: str, single_process: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    manifest, _ = single_process
+    pretrain(make_config(manifest, *GRAM, "train.batch_size_per_gpu=4"), tmp_path / "single", progress=False)
+    reference = read_checkpoint(latest_checkpoint(tmp_path / "single"))  # type: ignore[arg-type]
+    result = run_torchrun(
+        tmp_path / "run", manifest, *GRAM, "train.batch_size_per_gpu=2", f"compute.strategy={strategy}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = read_checkpoint(latest_checkpoint(tmp_path / "run"))  # type: ignore[arg-type]
+    assert payload["gram"] == reference["gram"] == {"loaded": True, "updates": 1}
+    for network in ("teacher", "student", "gram_teacher"):
+        difference = _max_difference(payload[network], reference[network])
+        assert difference < TOLERANCE, (network, difference)
