@@ -299,6 +299,24 @@ def read_embeddings(path: str | Path, column: str = "cls") -> tuple[list[str], n
     return ids, matrix
 
 
+def read_ids(path: str | Path) -> pa.Array:
+    """The ``id`` column of an embeddings Parquet file as one Arrow string array (no Python str per row)."""
+    return pq.read_table(path, columns=["id"]).column("id").combine_chunks()
+
+
+def iter_vector_batches(path: str | Path, column: str, batch_rows: int = 8192) -> Iterator[np.ndarray]:
+    """(n, D) rows of one vector column, in file order, ``batch_rows`` at a time, so memory stays flat.
+
+    One row group is decoded at a time (no read-ahead, no parallel decoding), so the peak is a few times
+    a row group's size, whatever the file's.
+    """
+    parquet = pq.ParquetFile(path, pre_buffer=False)
+    for batch in parquet.iter_batches(batch_size=batch_rows, columns=[column], use_threads=False):
+        values = batch.column(0)
+        matrix = values.flatten().to_numpy(zero_copy_only=False)
+        yield matrix.reshape(-1, values.type.list_size)
+
+
 def read_tokens(path: str | Path, row_id: str, name: str = "patch_tokens") -> torch.Tensor:
     """The token tensor ``name`` of one embedded image (e.g. (h*w, D) patch tokens)."""
     path = Path(path)
