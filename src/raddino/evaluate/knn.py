@@ -7,12 +7,18 @@ training images are the memory bank) and the test split is reported at that k an
 
 Retrieval precision@k: for each test image and each of its positive findings, the share of its k nearest
 training images whose label for that finding is positive too (unknown labels left out).
+
+The similarities are computed exactly by blocks (:mod:`raddino.evaluate.neighbours`) over the feature
+cache's memory-mapped vectors, on ``features.device``, and the votes by blocks of queries: memory stays
+about one copy of the vectors read (in the page cache) plus a constant, however many images there are.
+``backend: faiss`` uses a FAISS index instead where the package is installed.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +30,10 @@ from raddino.config import save_config
 from raddino.evaluate.labelled import LabelledFeatures, load_labelled
 from raddino.evaluate.labels import UncertainPolicy
 from raddino.evaluate.metrics import MeanStd, auprc_per_label, auroc_per_label, macro, mean_std
+from raddino.evaluate.neighbours import Backend, NeighbourError, best_ordered, nearest_neighbours
 from raddino.evaluate.results import encoder_name, format_mean_std, markdown_table, write_results
 from raddino.features.cache import FeatureConfig
+from raddino.training.distributed import pick_device
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +63,11 @@ class KnnConfig:
     """Seed of the split by subject when the manifest has no ``split`` column."""
     figure: bool = True
     """Write ``knn.png`` (test metrics against k)."""
+    backend: Backend = "exact"
+    """exact: every similarity, by blocks of matrix products; faiss: a FAISS index (needs the faiss
+    package), approximate unless ``faiss_index`` is Flat."""
+    faiss_index: str = "HNSW32"
+    """FAISS index factory string for ``backend: faiss`` (Flat, HNSW32, IVF4096,Flat, ...)."""
 
     def __post_init__(self) -> None:
         if not self.ks or min(self.ks) < 1:
@@ -86,9 +99,9 @@ def nearest(
     values, indices = [], []
     for start in range(0, queries.shape[0], chunk):
         similarity = queries[start : start + chunk] @ memory.T  # (q, M)
-        top = similarity.topk(k, dim=1)
-        values.append(top.values)
-        indices.append(top.indices)
+        top = best_ordered(*similarity.topk(k, dim=1))  # ties by memory index, as the blocked search
+        values.append(top[0])
+        indices.append(top[1])
     return torch.cat(values), torch.cat(indices)
 
 
@@ -98,6 +111,7 @@ def knn_scores(
     memory_labels: np.ndarray,
     k: int,
     temperature: float,
+    block: int = 1024,
 ) -> np.ndarray:
     """Temperature-weighted vote of the first ``k`` neighbours, per finding over known labels.
 
@@ -105,43 +119,61 @@ def knn_scores(
         similarities: (Q, K) sorted similarities, K >= k.
         neighbours: (Q, K) memory indices.
         memory_labels: (M, C) 0/1 with NaN where missing.
+        block: Queries voted at a time (memory stays (block, k, C)).
 
     Returns:
         (Q, C) scores in [0, 1]; the training prevalence where no neighbour has a known label.
     """
-    labels = torch.from_numpy(memory_labels).double()[neighbours[:, :k]]  # (Q, k, C)
-    weights = torch.exp(similarities[:, :k].double() / temperature).unsqueeze(-1)  # (Q, k, 1)
-    known = ~torch.isnan(labels)
-    votes = (weights * torch.nan_to_num(labels) * known).sum(dim=1)  # (Q, C)
-    total = (weights * known).sum(dim=1)  # (Q, C)
+    memory = torch.from_numpy(memory_labels).double()  # (M, C)
     prevalence = torch.from_numpy(np.nan_to_num(np.nanmean(memory_labels, axis=0), nan=0.5))
-    return torch.where(total > 0, votes / total.clamp(min=1e-300), prevalence).numpy()
+    scores = np.empty((len(neighbours), memory_labels.shape[1]), np.float64)
+    for start in range(0, len(neighbours), block):
+        stop = start + block
+        labels = memory[neighbours[start:stop, :k]]  # (q, k, C)
+        weights = torch.exp(similarities[start:stop, :k].double() / temperature).unsqueeze(-1)  # (q, k, 1)
+        known = ~torch.isnan(labels)
+        votes = (weights * torch.nan_to_num(labels) * known).sum(dim=1)  # (q, C)
+        total = (weights * known).sum(dim=1)  # (q, C)
+        scores[start:stop] = torch.where(total > 0, votes / total.clamp(min=1e-300), prevalence).numpy()
+    return scores
 
 
 def precision_at_k(
-    neighbours: torch.Tensor, query_labels: np.ndarray, memory_labels: np.ndarray, k: int
+    neighbours: torch.Tensor, query_labels: np.ndarray, memory_labels: np.ndarray, k: int, block: int = 1024
 ) -> float:
-    """Mean over (query, positive finding) pairs of the share of the k neighbours positive for it."""
-    labels = memory_labels[neighbours[:, :k].numpy()]  # (Q, k, C)
-    shares = []
-    for query, finding in zip(*np.nonzero(query_labels == 1), strict=True):
-        known = labels[query, :, finding][~np.isnan(labels[query, :, finding])]
-        if known.size:
-            shares.append(float(known.mean()))
-    return float(np.mean(shares)) if shares else float("nan")
+    """Mean over (query, positive finding) pairs of the share of the k neighbours positive for it.
+
+    Neighbours whose label for the finding is unknown are left out of its share; a pair with none known
+    is left out of the mean.
+    """
+    total, pairs = 0.0, 0
+    for start in range(0, len(neighbours), block):
+        stop = start + block
+        labels = memory_labels[neighbours[start:stop, :k].numpy()]  # (q, k, C)
+        known = ~np.isnan(labels)
+        counted = known.sum(axis=1)  # (q, C)
+        positive = np.where(known, labels, 0.0).sum(axis=1)  # (q, C)
+        wanted = (query_labels[start:stop] == 1) & (counted > 0)
+        total += float((positive[wanted] / counted[wanted]).sum())
+        pairs += int(wanted.sum())
+    return total / pairs if pairs else float("nan")
 
 
-def _evaluate_split(
-    data: LabelledFeatures, config: KnnConfig, split: str, memory: torch.Tensor, memory_labels: np.ndarray
+def split_metrics(
+    similarities: torch.Tensor,
+    neighbours: torch.Tensor,
+    truth: np.ndarray,
+    memory_labels: np.ndarray,
+    ks: Sequence[int],
+    temperature: float,
+    names: list[str],
 ) -> dict[int, dict[str, Any]]:
-    queries = l2_normalize(data.features(config.feature, split))
-    truth = data.split_labels(split)
-    similarities, neighbours = nearest(queries, memory, max(config.ks))
+    """AUPRC, AUROC and precision@k of one split's queries at every k, from their neighbours."""
     results = {}
-    for k in sorted(set(config.ks)):
-        scores = knn_scores(similarities, neighbours, memory_labels, k, config.temperature)
-        auprc = auprc_per_label(scores, truth, data.names)
-        auroc = auroc_per_label(scores, truth, data.names)
+    for k in sorted(set(ks)):
+        scores = knn_scores(similarities, neighbours, memory_labels, k, temperature)
+        auprc = auprc_per_label(scores, truth, names)
+        auroc = auroc_per_label(scores, truth, names)
         results[k] = {
             "auprc": auprc,
             "auroc": auroc,
@@ -150,6 +182,28 @@ def _evaluate_split(
             "precision": precision_at_k(neighbours, truth, memory_labels, k),
         }
     return results
+
+
+def _evaluate_split(
+    data: LabelledFeatures, config: KnnConfig, split: str, device: torch.device
+) -> dict[int, dict[str, Any]]:
+    similarities, neighbours = nearest_neighbours(
+        data.view(config.feature, split),
+        data.view(config.feature, "train"),  # the memory bank
+        max(config.ks),
+        config.backend,
+        device,
+        config.faiss_index,
+    )
+    return split_metrics(
+        similarities,
+        neighbours,
+        data.split_labels(split),
+        data.split_labels("train"),
+        config.ks,
+        config.temperature,
+        data.names,
+    )
 
 
 @dataclass
@@ -182,11 +236,13 @@ def run_knn(config: KnnConfig) -> KnnResult:
         config.split_ratios,
         config.split_seed,
     )
-    memory = l2_normalize(data.features(config.feature, "train"))
-    memory_labels = data.split_labels("train")
-    validation = _evaluate_split(data, config, "val", memory, memory_labels)
+    try:
+        device = pick_device(config.features.device, 0)
+    except RuntimeError as error:
+        raise NeighbourError(f"features.device: {error}") from error
+    validation = _evaluate_split(data, config, "val", device)
     best_k = max(validation, key=lambda k: np.nan_to_num(validation[k]["macro_auprc"], nan=-1.0))
-    test = _evaluate_split(data, config, "test", memory, memory_labels)
+    test = _evaluate_split(data, config, "test", device)
     chosen = test[best_k]
     summary = {
         "macro_auprc": mean_std([chosen["macro_auprc"]]),

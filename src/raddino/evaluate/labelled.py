@@ -1,4 +1,9 @@
-"""A labelled manifest with its cached frozen features and split by subject: read by probe and kNN."""
+"""A labelled manifest with its cached frozen features and split by subject: read by probe and kNN.
+
+What is kept is arrays only (labels, split indices, each row's position in the feature cache, ids and
+paths as Arrow strings): the manifest's per-row dictionaries are dropped once read, and the features stay
+in the cache's memory-mapped copy until a chunk of them is asked for.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import numpy as np
 from raddino.data.splits import Splits, resolve_splits
 from raddino.evaluate.labels import LabelError, UncertainPolicy, detect_label_columns, label_matrix
 from raddino.features.cache import FeatureConfig, FeatureTable, extract_features
+from raddino.features.vectors import FeatureView, TextColumn
 from raddino.io.manifest import ManifestError, load_inputs
 
 logger = logging.getLogger(__name__)
@@ -21,14 +27,18 @@ logger = logging.getLogger(__name__)
 class LabelledFeatures:
     """Rows that have features and at least one known label, in manifest order."""
 
-    ids: list[str]
-    paths: list[Path]
-    """Image files, aligned with ``ids``."""
+    ids: TextColumn
+    paths: TextColumn
+    """Image files as the manifest gives them (relative ones from ``root``), aligned with ``ids``."""
+    root: Path
+    """The folder relative paths are taken from."""
     names: list[str]
     """Finding (label column) names."""
     labels: np.ndarray
     """(N, C) 0/1, NaN where missing."""
     table: FeatureTable
+    rows: np.ndarray
+    """(N,) each row's position in ``table``."""
     splits: Splits
     feature_file: Path
     embedded_now: int
@@ -37,13 +47,21 @@ class LabelledFeatures:
     """Manifest rows whose image could not be embedded (listed in the cache's errors CSV)."""
     without_labels: int
 
+    def view(self, choice: str, split: str) -> FeatureView:
+        """The features of one split, read from the cache in chunks when asked."""
+        return self.table.view(choice, self.rows[getattr(self.splits, split)])
+
     def features(self, choice: str, split: str) -> np.ndarray:
-        """(n, D) features of one split."""
-        indices = getattr(self.splits, split)
-        return self.table.matrix(choice, [self.ids[i] for i in indices])
+        """(n, D) float32 features of one split, in memory."""
+        return self.view(choice, split).load()
 
     def split_labels(self, split: str) -> np.ndarray:
         return self.labels[getattr(self.splits, split)]
+
+    def image_paths(self, indices: Sequence[int] | np.ndarray) -> list[Path]:
+        """Absolute image files of the rows at ``indices``."""
+        found = [Path(self.paths[int(index)]) for index in indices]
+        return [path if path.is_absolute() else self.root / path for path in found]
 
 
 def load_labelled(
@@ -68,9 +86,9 @@ def load_labelled(
         raise LabelError(f"{input}: no label columns found; name them with 'labels'")
     all_labels = label_matrix(manifest.rows, manifest.columns, names, uncertain)  # checks every cell first
     feature_file, embedded_now = extract_features(input, features, choices)
-    table = FeatureTable.load(feature_file, choices)
-    available = set(table.ids)
-    has_features = np.asarray([row["id"] in available for row in manifest.rows], bool)
+    table = FeatureTable.load(feature_file, choices, features.storage, features.cache_dir)
+    positions = table.ids.positions_of(manifest.ids())  # (rows,) -1 where the image has no features
+    has_features = positions >= 0
     has_label = ~np.isnan(all_labels).all(axis=1)
     keep = np.flatnonzero(has_features & has_label)
     if keep.size == 0:
@@ -78,11 +96,13 @@ def load_labelled(
     rows = [manifest.rows[i] for i in keep]
     splits = resolve_splits(rows, manifest.columns, split_ratios, split_seed)
     result = LabelledFeatures(
-        ids=[row["id"] for row in rows],
-        paths=[manifest.resolve(row) for row in rows],
+        ids=TextColumn([row["id"] for row in rows]),
+        paths=TextColumn([row["path"] for row in rows]),
+        root=manifest.root,
         names=names,
         labels=all_labels[keep],
         table=table,
+        rows=positions[keep],
         splits=splits,
         feature_file=feature_file,
         embedded_now=embedded_now,

@@ -194,12 +194,15 @@ def run_metadata(config: MetadataConfig) -> MetadataResult:
     for name in sorted(set(config.targets) - set(targets)):
         logger.warning("%s: no column '%s'; skipped", config.input, name)
     feature_file, _ = extract_features(config.input, config.features, [config.feature])
-    table = FeatureTable.load(feature_file, [config.feature])
-    available = set(table.ids)
-    rows = [row for row in manifest.rows if row["id"] in available]
+    table = FeatureTable.load(
+        feature_file, [config.feature], config.features.storage, config.features.cache_dir
+    )
+    positions = table.ids.positions_of(manifest.ids())  # -1 where the image has no features
+    rows = [row for row, position in zip(manifest.rows, positions, strict=True) if position >= 0]
     ids = [row["id"] for row in rows]
     subjects = subjects_of(rows)
-    features = table.matrix(config.feature, ids)
+    # scikit-learn fits on one array: the features are read into memory once, float32, contiguous.
+    features = table.view(config.feature, positions[positions >= 0]).load()
     results: dict[str, dict[str, Any]] = {}
     for name in targets:
         keep, labels, classes = target_classes(name, [row.get(name, "") for row in rows], ids, config)

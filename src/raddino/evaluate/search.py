@@ -3,6 +3,10 @@
 The query is an id of the embeddings file, or an image file that is embedded on the spot with the same
 model and preprocessing the file was made with (read from its ``run.json``), so similarities compare like
 with like.
+
+The file's vectors are read from their memory-mapped copy (:mod:`raddino.features.vectors`) and compared
+exactly by blocks (or through a FAISS index, ``backend: faiss``), so a search over a million images holds
+no copy of them; only the neighbours' paths are looked up.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import pyarrow.parquet as pq
 import torch
 
 from raddino.config import save_config
-from raddino.evaluate.knn import l2_normalize, nearest
+from raddino.evaluate.neighbours import Backend, NeighbourError, nearest_neighbours
 from raddino.evaluate.results import markdown_table, write_json
-from raddino.features.store import EmbeddingStore, read_embeddings
+from raddino.features.cache import FeatureTable
+from raddino.features.store import EmbeddingStore
+from raddino.features.vectors import StorageDtype
 from raddino.io.atomic import atomic_path, atomic_write_text
+from raddino.training.distributed import pick_device
 
 
 class SearchError(ValueError):
@@ -42,9 +49,18 @@ class SearchConfig:
     model: str = ""
     """Encoder for an image query; default: the one recorded with the embeddings."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    """Where an image query is embedded; auto: CUDA, else MPS, else the CPU."""
+    """Where an image query is embedded and the similarities are computed; auto: CUDA, else MPS, else
+    the CPU."""
     out: str = ""
     """Folder for ``search.json``, ``search.md`` and the ``search.png`` contact sheet (optional)."""
+    storage: StorageDtype = "float32"
+    """How the vectors are held (a memory-mapped copy beside the embeddings): float16 halves memory and
+    disk; similarities are computed in float32."""
+    backend: Backend = "exact"
+    """exact: every similarity, by blocks of matrix products; faiss: a FAISS index (needs the faiss
+    package), approximate unless ``faiss_index`` is Flat."""
+    faiss_index: str = "HNSW32"
+    """FAISS index factory string for ``backend: faiss``."""
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -83,7 +99,6 @@ def embed_query(image: Path, model: str, column: str, device: str = "auto") -> n
     from raddino.features.embed import preprocess_config_for
     from raddino.io.images import read_image
     from raddino.models import load_encoder
-    from raddino.training.distributed import pick_device
 
     target = pick_device(device, 0)  # type: ignore[arg-type]
     encoder = load_encoder(model).to(target).eval()
@@ -132,27 +147,32 @@ def search(config: SearchConfig) -> SearchResult:
     embeddings = Path(config.embeddings)
     if not embeddings.is_file():
         raise SearchError(f"{embeddings}: no such embeddings file")
-    ids, vectors = read_embeddings(embeddings, config.column)
-    paths: list[str] = pq.read_table(embeddings, columns=["path"]).column("path").to_pylist()
-    memory = l2_normalize(vectors)
+    table = FeatureTable.load(embeddings, [config.column], config.storage)
+    memory = table.view(config.column)
     query_image: Path | None = None
-    if config.query in ids:
-        position = ids.index(config.query)
-        query = memory[position : position + 1]
-        memory_mask = torch.ones(len(ids), dtype=torch.bool)
-        memory_mask[position] = False  # the query itself is not an answer
+    position = table.ids.index_of(config.query)
+    if position >= 0:
+        query: np.ndarray = memory.take([position])  # (1, D)
     elif Path(config.query).is_file():
         query_image = Path(config.query)
         model = config.model or _recorded_model(embeddings)
-        query = l2_normalize(embed_query(query_image, model, config.column, config.device))
-        memory_mask = torch.ones(len(ids), dtype=torch.bool)
+        query = embed_query(query_image, model, config.column, config.device)
     else:
         raise SearchError(f"query '{config.query}' is neither an id of {embeddings} nor an image file")
-    kept = torch.nonzero(memory_mask).squeeze(1)  # (M',)
-    similarities, indices = nearest(query, memory[kept], config.k)
+    try:
+        device = pick_device(config.device, 0)
+    except RuntimeError as error:
+        raise NeighbourError(f"device: {error}") from error
+    asked = config.k + (1 if position >= 0 else 0)  # the query itself is not an answer
+    similarities, indices = nearest_neighbours(
+        query, memory, asked, config.backend, device, config.faiss_index
+    )
+    found = [(float(s), int(i)) for s, i in zip(similarities[0], indices[0], strict=True) if i != position]
+    found = found[: config.k]
+    paths = pq.read_table(embeddings, columns=["path"]).column("path")
     neighbours = [
-        Neighbour(rank + 1, ids[int(kept[index])], paths[int(kept[index])], float(similarity))
-        for rank, (similarity, index) in enumerate(zip(similarities[0], indices[0], strict=True))
+        Neighbour(rank + 1, table.ids[index], str(paths[index].as_py()), similarity)
+        for rank, (similarity, index) in enumerate(found)
     ]
     outputs: dict[str, Path] = {}
     if config.out:

@@ -8,6 +8,11 @@ and stepping once trains each exactly as if it were alone.
 The paper's probe (§4.2): AdamW, lr 5e-5, cosine decay, 100 epochs, batch 96, BCE over findings with
 missing labels masked out. The loop stays apart from :mod:`raddino.training`'s engine (one batched update
 for every head is 4.3× faster than one optimiser per head) but takes its cosine from the engine's schedules.
+
+Features are tensors in memory or memory-mapped views of the feature cache
+(:class:`raddino.features.vectors.FeatureView`): each mini-batch is gathered and standardised on its own,
+so the heads never need a standardised copy of the training set, and predictions go by blocks of rows.
+Both give the same heads (the statistics of a view are summed in float64: within float rounding).
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from raddino.features.vectors import CHUNK_ROWS, FeatureView
 from raddino.training.schedules import cosine_schedule
+
+Features = torch.Tensor | FeatureView
 
 
 @dataclass(frozen=True)
@@ -88,13 +96,37 @@ class TrainedHeads:
     scales: dict[str, torch.Tensor]
 
     @torch.no_grad()
-    def predict(self, features: Mapping[str, torch.Tensor]) -> list[np.ndarray]:
-        """Probabilities (N, C) of every head, in ``specs`` order, for features by choice name."""
-        outputs = []
-        for spec, head in zip(self.specs, self.heads, strict=True):
-            inputs = (features[spec.feature] - self.centers[spec.feature]) / self.scales[spec.feature]
-            outputs.append(torch.sigmoid(head(inputs)).numpy())
-        return outputs
+    def predict(self, features: Mapping[str, Features]) -> list[np.ndarray]:
+        """Probabilities (N, C) of every head, in ``specs`` order, for features by choice name.
+
+        Views are read a block of rows at a time, each block once for all heads of its choice.
+        """
+        outputs: list[list[np.ndarray]] = [[] for _ in self.specs]
+        for choice in dict.fromkeys(spec.feature for spec in self.specs):
+            members = [i for i, spec in enumerate(self.specs) if spec.feature == choice]
+            values = features[choice]
+            for start in range(0, len(values), CHUNK_ROWS):
+                block = _rows(values, slice(start, start + CHUNK_ROWS))
+                inputs = (block - self.centers[choice]) / self.scales[choice]  # (n, D)
+                for index in members:
+                    outputs[index].append(torch.sigmoid(self.heads[index](inputs)).numpy())
+        classes = self.heads[0].out_features if self.heads else 0
+        return [np.concatenate(parts) if parts else np.zeros((0, classes), np.float32) for parts in outputs]
+
+
+def _rows(values: Features, index: torch.Tensor | slice) -> torch.Tensor:
+    """(n, D) float32 rows of a tensor or a memory-mapped view."""
+    if isinstance(values, FeatureView):
+        return torch.from_numpy(values.take(index if isinstance(index, slice) else index.numpy()))
+    return values[index]
+
+
+def _statistics(values: Features) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and standard deviation (the scale clamped at 1e-6) of the training rows."""
+    if isinstance(values, FeatureView):
+        mean, std = values.mean_std()
+        return torch.from_numpy(mean), torch.from_numpy(std).clamp(min=1e-6)
+    return values.mean(dim=0), values.std(dim=0).clamp(min=1e-6)
 
 
 class HeadGroup:
@@ -188,7 +220,7 @@ class HeadGroup:
 
 
 def train_linear_heads(
-    features: Mapping[str, torch.Tensor],
+    features: Mapping[str, Features],
     labels: torch.Tensor,
     specs: Sequence[HeadSpec],
     training: HeadTraining,
@@ -199,7 +231,8 @@ def train_linear_heads(
     """Train one linear head per spec on the same shuffled mini-batches.
 
     Args:
-        features: Training features by choice name, each (N, D_choice) float32.
+        features: Training features by choice name, each (N, D_choice): a float32 tensor, or a view of
+            the memory-mapped feature cache whose mini-batches are read as they come.
         labels: (N, C) 0/1 with NaN where missing.
         specs: The heads to train.
         training: Epochs, batch size, weight decay, standardisation.
@@ -218,15 +251,14 @@ def train_linear_heads(
         if values.shape[0] != count:
             raise ValueError(f"feature '{name}' has {values.shape[0]} rows for {count} labels")
         if training.standardize:
-            centers[name] = values.mean(dim=0)
-            scales[name] = values.std(dim=0).clamp(min=1e-6)
+            centers[name], scales[name] = _statistics(values)
         else:
             centers[name] = torch.zeros(values.shape[1])
             scales[name] = torch.ones(values.shape[1])
-    inputs = {name: (values - centers[name]) / scales[name] for name, values in features.items()}
+    inputs: Mapping[str, Features] = features
     groups = [
         HeadGroup(
-            [(i, s) for i, s in enumerate(specs) if s.feature == name], inputs[name].shape[1], classes, seed
+            [(i, s) for i, s in enumerate(specs) if s.feature == name], features[name].shape[1], classes, seed
         )
         for name in dict.fromkeys(spec.feature for spec in specs)
     ]
@@ -244,7 +276,7 @@ def train_linear_heads(
                 torch.set_num_threads(threads)  # the encoder's forward does use every thread
                 views = epoch_features(epoch)
                 torch.set_num_threads(training.threads)
-                inputs = {name: (views[name] - centers[name]) / scales[name] for name in features}
+                inputs = {name: views[name] for name in features}
             order = torch.randperm(count, generator=generator)
             loss = 0.0
             for start in range(0, count, training.batch_size):
@@ -253,7 +285,14 @@ def train_linear_heads(
                 decay = float(decays[step])
                 last = start + training.batch_size >= count
                 loss = sum(
-                    group.step(inputs[group.feature][batch], batch_labels, decay, training.weight_decay, last)
+                    group.step(
+                        (_rows(inputs[group.feature], batch) - centers[group.feature])
+                        / scales[group.feature],
+                        batch_labels,
+                        decay,
+                        training.weight_decay,
+                        last,
+                    )
                     for group in groups
                 )
                 step += 1

@@ -7,6 +7,10 @@ seeds (paper §4.2: 5 seeds, AUPRC per finding and macro). ``method: sklearn`` f
 regressions instead, choosing the inverse regularisation ``C`` on validation.
 
 Each finished seed is saved under ``<out>/seeds/``; a rerun with the same settings reuses it.
+
+The heads read the feature cache's memory-mapped vectors a mini-batch at a time (``method: linear``), so
+memory stays about one copy of the features in the page cache plus a constant; ``method: sklearn`` needs
+each split's features in memory as one array.
 """
 
 from __future__ import annotations
@@ -113,15 +117,13 @@ def _evaluate(scores: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[
 def _linear_seed(data: LabelledFeatures, config: ProbeConfig, seed: int) -> dict[str, Any]:
     choices = list(dict.fromkeys(config.feature_choices))
     specs = [HeadSpec(choice, lr) for choice in choices for lr in config.lrs]
-    split = {
-        name: {c: torch.from_numpy(data.features(c, name)) for c in choices}
-        for name in ("train", "val", "test")
-    }
+    # Views of the memory-mapped cache: mini-batches and prediction blocks are read as they come.
+    split = {name: {c: data.view(c, name) for c in choices} for name in ("train", "val", "test")}
     augmented = None
     if config.augment:
         from raddino.evaluate.probe.augment import AugmentedTrainFeatures
 
-        train_paths = [data.paths[int(i)] for i in data.splits.train]
+        train_paths = data.image_paths(data.splits.train)
         augmented = AugmentedTrainFeatures(train_paths, choices, config.features, seed)
     trained = train_linear_heads(
         split["train"],
@@ -187,6 +189,8 @@ def _fingerprint(config: ProbeConfig, data: LabelledFeatures) -> str:
     settings = config_to_dict(config)
     for key in ("out", "overwrite", "progress", "figure", "seeds"):
         settings.pop(key)
+    if settings["features"].get("storage") == "float32":  # the default: seeds of earlier runs still match
+        settings["features"].pop("storage")
     settings["feature_file"] = str(data.feature_file.resolve())
     settings["splits"] = [getattr(data.splits, name).tolist() for name in ("train", "val", "test")]
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
