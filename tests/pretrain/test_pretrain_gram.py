@@ -1,5 +1,6 @@
 """Pre-training a DINOv3 encoder with Gram anchoring: the Gram teacher's load and refresh schedule, never
-in the optimiser, exact across a kill and resume; the gram config block and its weight schedule."""
+in the optimiser, exact across a kill and resume; the gram config block and its weight schedule; the
+DINOv3 configs; continuing from DINOv3 weights and exporting the run in both formats."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import numpy as np
 import pytest
 import torch
 from pretrain_helpers import make_config, make_phantoms
+from transformers import AutoModel
 
 from raddino.config import ConfigError
-from raddino.pretrain.checkpoint import read_checkpoint
-from raddino.pretrain.config import GramConfig, LossWeightSchedule
-from raddino.pretrain.meta_arch import SSLMetaArch
+from raddino.models import Encoder, load_dino_head, load_encoder, save_original_weights
+from raddino.pretrain.checkpoint import latest_checkpoint, read_checkpoint
+from raddino.pretrain.config import GramConfig, LossWeightSchedule, load_pretrain_config
+from raddino.pretrain.export import export_run
+from raddino.pretrain.meta_arch import SSLMetaArch, split_network_state
 from raddino.pretrain.task import gram_weight_schedule
 from raddino.pretrain.train import pretrain
 from raddino.training import read_metrics
@@ -25,6 +29,9 @@ GRAM = (
     "crops.global_crops_size=64",  # 4 × 4 patches of 16 px
     "crops.local_crops_size=32",
     "ibot.separate_head=true",
+    "ibot.head_n_prototypes=64",
+    "ibot.head_hidden_dim=32",
+    "ibot.head_bottleneck_dim=16",
     "train.centering=sinkhorn_knopp",
     "gram.use_loss=true",
     "gram.it_load_ema_teacher=1",
@@ -135,3 +142,96 @@ def test_bad_gram_settings_name_the_key(manifest: Path, override: str, message: 
     extra = ["gram.img_level=true"] if "tokens_used" in override else []
     with pytest.raises(ConfigError, match=message):
         make_config(manifest, "gram.use_loss=true", *extra, override)
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+# The demo's recipe (separate heads, Sinkhorn-Knopp, KoLeo, Gram) on a test-sized DINOv3 ViT/16.
+DEMO_TEST_SIZE = (
+    "student.arch_overrides={hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, "
+    "intermediate_size: 64, image_size: 64}",
+    "dino.head_n_prototypes=64",
+    "ibot.head_n_prototypes=64",
+    "crops.global_crops_size=64",
+    "crops.local_crops_size=32",
+    "crops.local_crops_number=2",
+    "optim.epochs=4",
+    "optim.warmup_epochs=1",
+    "teacher.warmup_teacher_temp_epochs=1",
+    "train.OFFICIAL_EPOCH_LENGTH=2",
+    "train.batch_size_per_gpu=4",
+    "train.num_workers=0",
+    "train.checkpoint_period=2",
+    "train.log_period=1",
+    "train.export_at_end=false",
+    "gram.it_load_ema_teacher=1",
+    "gram.it_first_update=2",
+    "gram.update_frequency=2",
+)
+
+
+def test_dinov3_configs_load(manifest: Path) -> None:
+    full = load_pretrain_config(CONFIGS / "rad_dinov3_vitb16.yaml", [f"train.dataset_path={manifest}"])
+    assert (full.student.arch, full.crops.global_crops_size, full.run_iterations) == ("vitb16", 512, 100_000)
+    assert full.gram.use_loss
+    assert full.ibot.separate_head
+    assert full.dino.head_weight_norm is False
+    weights = gram_weight_schedule(full.gram, full.train.OFFICIAL_EPOCH_LENGTH, full.total_iterations)
+    assert (weights[0], weights[1249], weights[-1]) == (0.0, 2.0, 2.0)  # DINOv3's ramp, then its 2.0
+    demo = load_pretrain_config(CONFIGS / "demo_cpu_dinov3.yaml", [f"train.dataset_path={manifest}"])
+    assert demo.run_iterations == 900
+    assert demo.gram.use_loss
+
+
+@pytest.mark.slow
+def test_cpu_demo_runs_and_resumes_exactly(manifest: Path, tmp_path: Path) -> None:
+    def config():  # type: ignore[no-untyped-def]
+        overrides = [f"train.dataset_path={manifest}", *DEMO_TEST_SIZE]
+        return load_pretrain_config(CONFIGS / "demo_cpu_dinov3.yaml", overrides)
+
+    def stop_after_3(done: int, values: dict[str, float]) -> None:
+        if done == 3:
+            raise _Interrupt
+
+    pretrain(config(), tmp_path / "full", progress=False)
+    with pytest.raises(_Interrupt):
+        pretrain(config(), tmp_path / "resumed", progress=False, on_step=stop_after_3)
+    pretrain(config(), tmp_path / "resumed", progress=False)
+    full, resumed = _checkpoint(tmp_path / "full", 8), _checkpoint(tmp_path / "resumed", 8)
+    assert full["gram"] == resumed["gram"] == {"loaded": True, "updates": 3}  # after 2, 4, 6 (max 3)
+    for part in ("gram_teacher", "student", "teacher", "objective"):
+        for key, value in full[part].items():
+            assert torch.equal(resumed[part][key], value), f"{part}.{key}"
+    assert read_metrics(tmp_path / "resumed") == read_metrics(tmp_path / "full")
+    assert all(np.isfinite(record["train/loss"]) for record in read_metrics(tmp_path / "full"))
+
+
+@pytest.mark.slow
+def test_continue_from_dinov3_weights_and_export_both_formats(manifest: Path, tmp_path: Path) -> None:
+    encoder = Encoder.from_preset("test16", seed=3)
+    folder = encoder.save_pretrained(tmp_path / "dinov3-hf")
+    original = save_original_weights(encoder, tmp_path / "dinov3_test16.pth")
+    for source in (folder, original):
+        run = tmp_path / f"run-{Path(source).suffix or 'hf'}"
+        config = make_config(manifest, *GRAM, f"student.pretrained_weights={source}", "optim.epochs=1")
+        model = SSLMetaArch(config)
+        assert model.student.encoder.family.name == "dinov3"
+        assert not model.student.dino_head.weight_norm  # DINOv3's plain last layer by default
+        start = encoder.state_dict()
+        assert all(torch.equal(value, model.student.encoder.state_dict()[k]) for k, value in start.items())
+        pretrain(config, run, progress=False)
+    export_run(run, tmp_path / "hf")
+    assert AutoModel.from_pretrained(tmp_path / "hf").config.model_type == "dinov3_vit"
+    result = export_run(run, tmp_path / "original", format="dinov3")
+    names = sorted(path.name for path in result.files)
+    assert names == [
+        "backbone_compatible.safetensors",
+        "dino_head.safetensors",
+        "ibot_head.safetensors",
+        "preprocessor_config.json",
+    ]
+    exported = load_encoder(tmp_path / "original" / "backbone_compatible.safetensors")
+    teacher = split_network_state(read_checkpoint(latest_checkpoint(run))["teacher"])["encoder"]  # type: ignore[arg-type]
+    assert all(torch.equal(value, teacher[key]) for key, value in exported.state_dict().items())
+    assert load_dino_head(tmp_path / "original" / "ibot_head.safetensors").out_dim == 64
+    with pytest.raises(ValueError, match="--format dinov3, not dinov2"):
+        export_run(run, tmp_path / "wrong", format="dinov2")

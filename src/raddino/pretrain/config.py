@@ -37,6 +37,7 @@ class StudentConfig:
     """Encoder to continue from: transformers folder, DINOv2 .safetensors/.pth, preset:NAME or hub id
     (default: ``student.arch``, randomly initialised)."""
     dino_head_weights: str | None = None  # dino_head.safetensors to start the DINO head from
+    ibot_head_weights: str | None = None  # ibot_head.safetensors (DINOv3 releases) for ibot.separate_head
     drop_path_rate: float = 0.1  # uniform over blocks as DINOv2's drop_path_uniform; student only
     activation_checkpointing: bool = False  # recompute blocks in backward: less memory at 518 px
 
@@ -62,6 +63,9 @@ class DinoConfig:
     head_nlayers: int = 3
     head_hidden_dim: int = 2048
     koleo_loss_weight: float = 0.1  # 0 turns KoLeo off
+    head_weight_norm: bool | None = None
+    """Weight-normalised last layer of the DINO and iBOT heads; null: the encoder family's (DINOv2: yes,
+    DINOv3: a plain linear layer, its ``force_weight_norm: false``)."""
 
 
 @dataclass

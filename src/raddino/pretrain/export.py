@@ -1,4 +1,5 @@
-"""Exporting a run's encoder: a transformers folder or DINOv2-format weights, with the DINO head.
+"""Exporting a run's encoder: a transformers folder or the family's original-format weights (DINOv2's or
+DINOv3's key names), with the DINO head (and DINOv3-style runs' separate iBOT head).
 
 The teacher is the encoder DINOv2 and RAD-DINO release (its EMA weights are smoother than the student's);
 ``which="student"`` exports the student instead. The folder's ``preprocessor_config.json`` carries the
@@ -17,7 +18,7 @@ import torch
 from raddino.config import load_config
 from raddino.data.preprocess import PreprocessConfig
 from raddino.io.atomic import atomic_write_text
-from raddino.models import ExportResult, save_dino_head, save_dinov2_weights
+from raddino.models import ExportResult, save_dino_head, save_original_weights
 from raddino.models.dino_head import dino_head_from_state_dict
 from raddino.models.encoder import Encoder
 from raddino.pretrain.checkpoint import CheckpointError, latest_checkpoint, read_checkpoint
@@ -25,7 +26,7 @@ from raddino.pretrain.config import PretrainConfig
 from raddino.pretrain.meta_arch import split_network_state
 
 Which = Literal["teacher", "student"]
-Format = Literal["transformers", "dinov2"]
+Format = Literal["transformers", "dinov2", "dinov3"]
 
 
 @dataclass
@@ -39,8 +40,8 @@ class ExportRunConfig:
     which: Which = "teacher"
     """Which network's encoder: the EMA teacher (the one DINOv2 and RAD-DINO release) or the student."""
     format: Format = "transformers"
-    """transformers: a folder with config.json and model.safetensors; dinov2: backbone_compatible.safetensors
-    (DINOv2 key names)."""
+    """transformers: a folder with config.json and model.safetensors; dinov2 / dinov3 (the run's family):
+    backbone_compatible.safetensors with the original key names."""
     checkpoint: str = ""
     """A checkpoint file to export (default: the run's newest)."""
     overwrite: bool = False
@@ -72,16 +73,18 @@ def export_run(
     Args:
         run: A ``raddino pretrain`` run folder.
         out: ``transformers``: a folder (``config.json``, ``model.safetensors``, ``preprocessor_config.json``,
-            ``dino_head.safetensors``). ``dinov2``: a folder receiving ``backbone_compatible.safetensors``,
-            ``dino_head.safetensors`` and ``preprocessor_config.json``.
+            ``dino_head.safetensors``). ``dinov2`` / ``dinov3``: a folder receiving
+            ``backbone_compatible.safetensors``, ``dino_head.safetensors`` and ``preprocessor_config.json``.
+            A run with a separate iBOT head also gets ``ibot_head.safetensors``.
         which: ``teacher`` (the release's choice) or ``student``.
-        format: ``transformers`` or ``dinov2``.
+        format: ``transformers``, or the encoder family's original format (``dinov2`` or ``dinov3``).
         checkpoint: A checkpoint file; the run's newest by default.
         overwrite: Replace existing files in ``out``.
 
     Raises:
         CheckpointError: the run has no checkpoint.
         FileExistsError: ``out`` already holds weights and ``overwrite`` is False.
+        ValueError: an original format that is not the run's encoder family.
     """
     run, out = Path(run), Path(out)
     path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(run)
@@ -95,8 +98,21 @@ def export_run(
     config = config_from_dict(payload["config"])
     state = payload[which]
     encoder = _encoder_from_state(payload["encoder_config"], state, source=f"{path} ({which} encoder)")
-    head_state = split_network_state(state).get("dino_head", {})
-    head = dino_head_from_state_dict(head_state, source=f"{path} ({which} DINO head)")
+    if format != "transformers" and format != encoder.family.name:
+        raise ValueError(
+            f"{path}: the run's encoder is a {encoder.family.name} one; its original format is "
+            f"--format {encoder.family.name}, not {format}"
+        )
+    parts = split_network_state(state)
+    heads = {
+        "dino_head.safetensors": dino_head_from_state_dict(
+            parts.get("dino_head", {}), source=f"{path} ({which} DINO head)"
+        )
+    }
+    if parts.get("ibot_head"):
+        heads["ibot_head.safetensors"] = dino_head_from_state_dict(
+            parts["ibot_head"], source=f"{path} ({which} iBOT head)"
+        )
     weights = out / ("model.safetensors" if format == "transformers" else "backbone_compatible.safetensors")
     if weights.exists() and not overwrite:
         raise FileExistsError(f"{weights} exists; pass overwrite=True (--overwrite) to replace it")
@@ -111,11 +127,12 @@ def export_run(
         encoder.save_pretrained(out, preprocess=preprocess)
         result.files += [out / "config.json", out / "model.safetensors", out / "preprocessor_config.json"]
     else:
-        result.files.append(save_dinov2_weights(encoder, weights))
+        result.files.append(save_original_weights(encoder, weights))
         processor = out / "preprocessor_config.json"
         atomic_write_text(processor, json.dumps(preprocess.to_processor_dict(), indent=2) + "\n")
         result.files.append(processor)
-    result.files.append(save_dino_head(head, out / "dino_head.safetensors"))
+    for name, head in heads.items():
+        result.files.append(save_dino_head(head, out / name))
     return result
 
 

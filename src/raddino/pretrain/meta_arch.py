@@ -42,10 +42,29 @@ def build_encoder(config: PretrainConfig) -> Encoder:
     return encoder
 
 
-def _make_head(in_dim: int, out_dim: int, hidden_dim: int, bottleneck_dim: int, nlayers: int) -> DINOHead:
-    return DINOHead(
-        in_dim, out_dim=out_dim, hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim, nlayers=nlayers
-    )
+def _make_head(
+    encoder: Encoder, source: str | None, prefix: str, sizes: tuple[int, int, int, int], weight_norm: bool
+) -> DINOHead:
+    """A head from ``source`` (checked against the encoder's width and the prototypes), else a fresh one
+    of ``sizes`` = (prototypes, hidden, bottleneck, layers)."""
+    out_dim, hidden_dim, bottleneck_dim, nlayers = sizes
+    if not source:
+        return DINOHead(
+            encoder.embed_dim,
+            out_dim=out_dim,
+            hidden_dim=hidden_dim,
+            bottleneck_dim=bottleneck_dim,
+            nlayers=nlayers,
+            weight_norm=weight_norm,
+        )
+    head = load_dino_head(source, prefix=prefix)
+    if (head.in_dim, head.out_dim) != (encoder.embed_dim, out_dim):
+        section = prefix.removesuffix("_head.")
+        raise ValueError(
+            f"{source}: head maps {head.in_dim} → {head.out_dim}, the config needs {encoder.embed_dim} → "
+            f"{out_dim} ({section}.head_n_prototypes)"
+        )
+    return head
 
 
 class SSLNetwork(nn.Module):
@@ -213,32 +232,30 @@ class SSLMetaArch(nn.Module):
         self.config = config
         encoder = encoder if encoder is not None else build_encoder(config)
         dino, ibot = config.dino, config.ibot
+        weight_norm = dino.head_weight_norm
+        if weight_norm is None:
+            weight_norm = encoder.family.name != "dinov3"  # DINOv3's heads: a plain last layer
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.train.seed)
-            if config.student.dino_head_weights:
-                dino_head = load_dino_head(config.student.dino_head_weights)
-                if (dino_head.in_dim, dino_head.out_dim) != (encoder.embed_dim, dino.head_n_prototypes):
-                    raise ValueError(
-                        f"{config.student.dino_head_weights}: head maps {dino_head.in_dim} → "
-                        f"{dino_head.out_dim}, the config needs {encoder.embed_dim} → "
-                        f"{dino.head_n_prototypes} (dino.head_n_prototypes)"
-                    )
-            else:
-                dino_head = _make_head(
-                    encoder.embed_dim,
-                    dino.head_n_prototypes,
-                    dino.head_hidden_dim,
-                    dino.head_bottleneck_dim,
-                    dino.head_nlayers,
-                )
+            dino_sizes = (
+                dino.head_n_prototypes,
+                dino.head_hidden_dim,
+                dino.head_bottleneck_dim,
+                dino.head_nlayers,
+            )
+            dino_head = _make_head(
+                encoder, config.student.dino_head_weights, "dino_head.", dino_sizes, weight_norm
+            )
             ibot_head = None
             if ibot.loss_weight > 0 and ibot.separate_head:
-                ibot_head = _make_head(
-                    encoder.embed_dim,
+                ibot_sizes = (
                     ibot.head_n_prototypes,
                     ibot.head_hidden_dim,
                     ibot.head_bottleneck_dim,
                     ibot.head_nlayers,
+                )
+                ibot_head = _make_head(
+                    encoder, config.student.ibot_head_weights, "ibot_head.", ibot_sizes, weight_norm
                 )
         mask_token = encoder.mask_token
         if mask_token is not None and ibot.loss_weight <= 0:
