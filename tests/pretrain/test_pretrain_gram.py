@@ -235,3 +235,12 @@ def test_continue_from_dinov3_weights_and_export_both_formats(manifest: Path, tm
     assert load_dino_head(tmp_path / "original" / "ibot_head.safetensors").out_dim == 64
     with pytest.raises(ValueError, match="--format dinov3, not dinov2"):
         export_run(run, tmp_path / "wrong", format="dinov2")
+
+
+def test_resuming_a_run_without_gram_teacher_is_one_line(manifest: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    config = make_config(manifest, "train.max_iterations=2", "train.checkpoint_period=2")
+    pretrain(config, run, progress=False)
+    with pytest.raises(Exception, match=r"no Gram teacher .*turn gram\.use_loss off") as error:
+        pretrain(make_config(manifest, "gram.use_loss=true"), run, progress=False)
+    assert "\n" not in str(error.value)

@@ -287,7 +287,7 @@ class PretrainTask(TaskBase):
             if "gram_teacher" not in state:
                 raise ValueError(
                     "the checkpoint has no Gram teacher (the run was started without gram.use_loss); "
-                    "start afresh with --overwrite or turn gram.use_loss off"
+                    "turn gram.use_loss off to resume it"
                 )
             load_full_state_dict(gram.encoder, state["gram_teacher"])
             gram.load_schedule_state(state["gram"])
