@@ -176,3 +176,27 @@ def test_asking_for_faiss_without_it_is_one_line(synthetic_set: SyntheticSet, tm
     with pytest.raises(NeighbourError, match=r"faiss package is not installed.*backend exact") as error:
         faiss_nearest(table.view("cls"), table.view("cls"), 3)
     assert "\n" not in str(error.value)
+
+
+def test_the_commands_take_the_storage_and_name_a_bad_one(
+    synthetic_set: SyntheticSet, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from raddino.cli import app
+
+    runner = CliRunner()
+    common = [str(synthetic_set.manifest), "--embeddings", str(synthetic_set.informative), "--k", "5"]
+    done = runner.invoke(app, ["knn", *common, "--out", str(tmp_path / "k"), "features.storage=float16"])
+    assert done.exit_code == 0, done.output
+    assert list(synthetic_set.informative.with_name("informative_vectors").glob("cls-*-float16.npy"))
+    bad = runner.invoke(app, ["knn", *common, "--out", str(tmp_path / "bad"), "features.storage=float8"])
+    assert bad.exit_code != 0
+    assert "features.storage" in bad.output
+    assert "float8" in bad.output
+    assert "Traceback" not in bad.output
+    search_done = runner.invoke(
+        app, ["search", str(synthetic_set.informative), "img0003", "-k", "2", "--storage", "float16"]
+    )
+    assert search_done.exit_code == 0, search_done.output
+    assert "nearest to img0003" in search_done.output
