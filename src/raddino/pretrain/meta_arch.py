@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from raddino.models import DINOHead, Encoder, load_dino_head, load_encoder
+from raddino.models import DINOHead, Encoder, load_encoder
 from raddino.pretrain.config import PretrainConfig
 from raddino.pretrain.gram_teacher import GramTeacher
+from raddino.pretrain.heads import build_heads
 from raddino.pretrain.losses import DINOLoss, KoLeoLoss, iBOTPatchLoss
 from raddino.training import LossTerms  # the engine's: ``total`` is back-propagated, ``terms`` logged
 
@@ -40,31 +41,6 @@ def build_encoder(config: PretrainConfig) -> Encoder:
     if config.student.activation_checkpointing:
         encoder.set_activation_checkpointing(True)
     return encoder
-
-
-def _make_head(
-    encoder: Encoder, source: str | None, prefix: str, sizes: tuple[int, int, int, int], weight_norm: bool
-) -> DINOHead:
-    """A head from ``source`` (checked against the encoder's width and the prototypes), else a fresh one
-    of ``sizes`` = (prototypes, hidden, bottleneck, layers)."""
-    out_dim, hidden_dim, bottleneck_dim, nlayers = sizes
-    if not source:
-        return DINOHead(
-            encoder.embed_dim,
-            out_dim=out_dim,
-            hidden_dim=hidden_dim,
-            bottleneck_dim=bottleneck_dim,
-            nlayers=nlayers,
-            weight_norm=weight_norm,
-        )
-    head = load_dino_head(source, prefix=prefix)
-    if (head.in_dim, head.out_dim) != (encoder.embed_dim, out_dim):
-        section = prefix.removesuffix("_head.")
-        raise ValueError(
-            f"{source}: head maps {head.in_dim} → {head.out_dim}, the config needs {encoder.embed_dim} → "
-            f"{out_dim} ({section}.head_n_prototypes)"
-        )
-    return head
 
 
 class SSLNetwork(nn.Module):
@@ -231,32 +207,8 @@ class SSLMetaArch(nn.Module):
         super().__init__()
         self.config = config
         encoder = encoder if encoder is not None else build_encoder(config)
-        dino, ibot = config.dino, config.ibot
-        weight_norm = dino.head_weight_norm
-        if weight_norm is None:
-            weight_norm = encoder.family.name != "dinov3"  # DINOv3's heads: a plain last layer
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.train.seed)
-            dino_sizes = (
-                dino.head_n_prototypes,
-                dino.head_hidden_dim,
-                dino.head_bottleneck_dim,
-                dino.head_nlayers,
-            )
-            dino_head = _make_head(
-                encoder, config.student.dino_head_weights, "dino_head.", dino_sizes, weight_norm
-            )
-            ibot_head = None
-            if ibot.loss_weight > 0 and ibot.separate_head:
-                ibot_sizes = (
-                    ibot.head_n_prototypes,
-                    ibot.head_hidden_dim,
-                    ibot.head_bottleneck_dim,
-                    ibot.head_nlayers,
-                )
-                ibot_head = _make_head(
-                    encoder, config.student.ibot_head_weights, "ibot_head.", ibot_sizes, weight_norm
-                )
+        ibot = config.ibot
+        dino_head, ibot_head = build_heads(config, encoder)
         mask_token = encoder.mask_token
         if mask_token is not None and ibot.loss_weight <= 0:
             mask_token.requires_grad_(False)  # unused without iBOT; DDP would wait for its gradient
