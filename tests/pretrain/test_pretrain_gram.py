@@ -17,6 +17,8 @@ from raddino.models import Encoder, load_dino_head, load_encoder, save_original_
 from raddino.pretrain.checkpoint import latest_checkpoint, read_checkpoint
 from raddino.pretrain.config import GramConfig, LossWeightSchedule, load_pretrain_config
 from raddino.pretrain.export import export_run
+from raddino.pretrain.gram_teacher import GramTeacher
+from raddino.pretrain.losses import GramLoss
 from raddino.pretrain.meta_arch import SSLMetaArch, split_network_state
 from raddino.pretrain.task import gram_weight_schedule
 from raddino.pretrain.train import pretrain
@@ -244,3 +246,22 @@ def test_resuming_a_run_without_gram_teacher_is_one_line(manifest: Path, tmp_pat
     with pytest.raises(Exception, match=r"no Gram teacher .*turn gram\.use_loss off") as error:
         pretrain(make_config(manifest, "gram.use_loss=true"), run, progress=False)
     assert "\n" not in str(error.value)
+
+
+def test_gram_teacher_selects_masked_or_visible_patches() -> None:
+    encoder = Encoder.from_preset("test16", seed=1)
+    crops = torch.randn(2, 3, 32, 32)  # (2B, 3, S, S): 2 × 2 patches each
+    masks = torch.tensor([[True, False, False, True], [False, False, True, False]])  # (2B, N)
+    student = torch.randn(2, 4, encoder.embed_dim)  # (2B, N, D)
+    for tokens in ("masked", "unmasked"):
+        config = GramConfig(use_loss=True, img_level=False, tokens_used=tokens)  # type: ignore[arg-type]
+        gram = GramTeacher(encoder, config)
+        with pytest.raises(RuntimeError, match="not loaded"):
+            gram(student, crops, masks)
+        gram.copy_from(encoder, count=False)
+        assert gram.schedule_state() == {"loaded": True, "updates": 0}
+        chosen = masks if tokens == "masked" else ~masks
+        with torch.no_grad():
+            teacher = encoder.eval()(crops).patch_sequence  # (2B, N, D)
+        expected = GramLoss(img_level=False)(student[chosen], teacher[chosen])  # (3 or 5, D) patches
+        assert gram(student, crops, masks).item() == pytest.approx(expected.item(), rel=1e-6)
