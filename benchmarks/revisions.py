@@ -316,11 +316,11 @@ While measuring, on {os.cpu_count()} cores shared with other jobs: {"; ".join(lo
 """
 
 
-def add_worktree(revision: str, folder: Path) -> str:
-    """A detached worktree of ``revision`` in ``folder``; its full commit hash."""
+def add_worktree(revision: str, folder: Path, option: str) -> str:
+    """A detached worktree of ``revision`` (given as ``--option``) in ``folder``; its full commit hash."""
     commit = git("rev-parse", "--verify", f"{revision}^{{commit}}")
     if commit.returncode != 0:
-        raise SystemExit(f"{revision}: not a commit of {ROOT}")
+        raise SystemExit(f"--{option} {revision}: not a commit of {ROOT}")
     added = git("worktree", "add", "--detach", "--quiet", str(folder), commit.stdout.strip())
     if added.returncode != 0:
         raise SystemExit(f"git worktree add {folder}: {added.stderr.strip()}")
@@ -362,10 +362,10 @@ def main() -> None:
         try:
             sources = {name: scratch / name / "src" for name in VARIANTS}
             worktrees.append(scratch / "baseline")
-            args.baseline_commit = add_worktree(args.baseline, worktrees[-1])
+            args.baseline_commit = add_worktree(args.baseline, worktrees[-1], "baseline")
             if args.current:
                 worktrees.append(scratch / "current")
-                current = f"`{add_worktree(args.current, worktrees[-1])}` ({args.current})"
+                current = f"`{add_worktree(args.current, worktrees[-1], 'current')}` ({args.current})"
             else:
                 current = describe_current()
                 ignore = shutil.ignore_patterns("__pycache__")
