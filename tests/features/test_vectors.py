@@ -79,18 +79,19 @@ def test_the_copies_hold_the_file_values_and_are_written_once(tmp_path: Path) ->
 
 def test_a_cache_of_the_earlier_format_is_read_and_a_changed_file_gets_new_copies(tmp_path: Path) -> None:
     # An embeddings file without copies beside it is what every earlier cache looks like.
-    path, _ = _embeddings(tmp_path / "emb.parquet", count=20)
-    first = FeatureTable.load(path, ["cls"])
-    assert first.matrix("cls").shape == (20, 8)
-    old_copy = _copies(path)
-    # The file is rebuilt with more images (a grown manifest): the old copy is replaced, not read.
-    EmbeddingStore(path).clear()  # embed --overwrite, or a grown manifest re-merged
-    path, vectors = _embeddings(tmp_path / "emb.parquet", count=40, seed=1)
+    path, vectors = _embeddings(tmp_path / "emb.parquet", count=20)
+    assert np.array_equal(FeatureTable.load(path, ["cls"]).matrix("cls"), vectors["cls"])
+    (old_copy,) = _copies(path)
+    # A grown manifest: embed adds shards and merges the file again; the earlier copy is not read.
+    _embeddings(tmp_path / "emb.parquet", count=40, seed=1)
     os.utime(path, ns=(1, 1))  # a distinct stamp even on a coarse clock
-    grown = FeatureTable.load(path, ["cls"])
-    assert np.array_equal(grown.matrix("cls"), vectors["cls"])
-    assert _copies(path) != old_copy
+    grown = FeatureTable.load(path, ["cls"]).matrix("cls")
+    assert np.array_equal(grown, read_embeddings(path)[1])
+    assert grown.shape == (40, 8)
+    assert old_copy not in _copies(path)  # removed
     assert len(_copies(path)) == 1
+    EmbeddingStore(path).clear()  # embed --overwrite: the copies go with the rest
+    assert not path.with_name("emb_vectors").exists()
 
 
 def test_a_truncated_copy_is_written_again(tmp_path: Path) -> None:

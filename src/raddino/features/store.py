@@ -85,8 +85,9 @@ class EmbeddingStore:
         self.lock_path = self.out.with_name(self.out.name + ".lock")
 
     def clear(self) -> None:
-        """Remove every output of an earlier run (``--overwrite``)."""
+        """Remove every output of an earlier run (``--overwrite``), the evaluations' vector copies too."""
         shutil.rmtree(self.shards_dir, ignore_errors=True)
+        shutil.rmtree(self.out.with_name(self.out.stem + "_vectors"), ignore_errors=True)
         for path in (self.out, self.errors_path, self.config_path):
             path.unlink(missing_ok=True)
 
