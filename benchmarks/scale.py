@@ -248,17 +248,19 @@ def against(work: Path, args: argparse.Namespace) -> str:
         f"Alternating runs at {count:,} vectors, {args.rounds} rounds (median), revision {args.against} "
         "against this tree:",
         "",
-        "| step | seconds before | seconds now | now ÷ before | peak RSS before | peak RSS now | macro AUPRC "
-        "before / now |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| step | seconds before | seconds now | now ÷ before | ÷ per round | peak RSS before | peak RSS now "
+        "| macro AUPRC before / now |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: | --- |",
     ]
     for step in args.commands:
         before, now = results[step, "before"], results[step, "now"]
         median = {
             side: float(np.median([r["seconds"] for r in runs])) for side, runs in (("b", before), ("n", now))
         }
+        ratios = [f"{n['seconds'] / b['seconds']:.2f}" for b, n in zip(before, now, strict=True)]
         lines.append(
             f"| {step} | {median['b']:.1f} | {median['n']:.1f} | {median['n'] / median['b']:.2f} "
+            f"| {', '.join(ratios)} "
             f"| {np.median([r['rss_peak_mib'] for r in before]):,.0f} MiB "
             f"| {np.median([r['rss_peak_mib'] for r in now]):,.0f} MiB "
             f"| {before[0]['macro_auprc']:.6f} / {now[0]['macro_auprc']:.6f} |"
