@@ -48,3 +48,28 @@ def test_bad_input_is_a_clear_error(tmp_path: Path):
     result = CliRunner().invoke(app, ["stats", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s.json")])
     assert result.exit_code == 2
     assert "nowhere" in result.output
+
+
+def test_an_existing_output_is_refused_without_overwrite(tmp_path: Path):
+    """``raddino stats`` defaults to ./stats.json: a second run must not replace it silently."""
+    _images(tmp_path / "images")
+    out = tmp_path / "stats.json"
+    out.write_text('{"mean": 0.5}\n')
+    refused = CliRunner().invoke(app, ["stats", str(tmp_path / "images"), "--out", str(out)])
+    assert refused.exit_code == 2
+    message = f"error: {out} exists; pass --overwrite (overwrite=True) to replace it"
+    assert refused.output.strip().splitlines() == [message]
+    assert out.read_text() == '{"mean": 0.5}\n'  # untouched
+    assert not (tmp_path / "stats.errors.csv").exists()  # refused before anything was read or written
+
+    replaced = CliRunner().invoke(app, ["stats", str(tmp_path / "images"), "--out", str(out), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert json.loads(out.read_text())["n_images"] == 3
+
+
+def test_the_errors_csv_is_written_with_its_header_when_nothing_fails(tmp_path: Path):
+    _images(tmp_path / "images")
+    result = CliRunner().invoke(app, ["stats", str(tmp_path / "images"), "--out", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "s.errors.csv").read_text() == "path,stage,reason\n"
+    assert json.loads((tmp_path / "s.json").read_text())["errors"] is None

@@ -62,9 +62,9 @@ def test_a_full_disk_stops_the_run_naming_the_file_and_leaves_nothing_corrupt(
         f"[Errno 28] No space left on device: '{out / 'img1.png'}'; "
         "outputs so far are complete: free space and rerun"
     )
-    assert sorted(os.listdir(out)) == ["img0.png", "manifest.csv", "prepare.yaml"]  # no temporary, no half
+    assert sorted(os.listdir(out)) == ["errors.csv", "img0.png", "manifest.csv", "prepare.yaml"]  # no half
     assert (out / "manifest.csv").read_text().splitlines() == ["path,id", "img0.png,img0"]
-    assert not (out / "errors.csv").exists()  # the inputs are fine: nothing to list against them
+    assert (out / "errors.csv").read_text() == "path,stage,reason\n"  # the inputs are fine: none listed
 
     monkeypatch.setattr(Image.Image, "save", real_save)
     resumed = prepare_images(tmp_path / "in", out, size=24, workers=1, progress=False)

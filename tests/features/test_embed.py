@@ -77,6 +77,7 @@ def test_embeds_good_files_and_lists_each_bad_one(tmp_path, mixed_folder, tiny_e
 
 def test_vectors_equal_the_encoder_on_the_preprocessed_image(tmp_path, xray_folder, tiny_encoder_dir):
     summary = embed(_config(tmp_path, xray_folder, tiny_encoder_dir, layers=[0]))
+    assert (tmp_path / "out" / "emb_errors.csv").read_text() == "path,stage,reason\n"  # none failed
 
     encoder = load_encoder(tiny_encoder_dir).eval()
     preprocess = InferencePreprocessor(PreprocessConfig.from_model_folder(tiny_encoder_dir))

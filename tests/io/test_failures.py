@@ -28,5 +28,16 @@ def test_a_resumed_run_appends_without_a_second_header_and_reset_starts_afresh(t
     assert [row["path"] for row in resumed.read()] == ["a.dcm", "b.dcm"]
     assert resumed.count == 1  # this run's failures only
     resumed.reset()
-    assert not resumed.path.exists()
+    assert resumed.path.read_text() == "path,stage,reason\n"
     assert (resumed.count, resumed.read()) == (0, [])
+
+
+def test_begin_writes_the_header_once_and_keeps_a_resumed_runs_failures(tmp_path: Path) -> None:
+    """An errors CSV listed as an output exists, header only, when nothing fails."""
+    log = FailureLog(tmp_path / "run" / "errors.csv")
+    log.begin()
+    assert log.path.read_text() == "path,stage,reason\n"
+    assert log.read() == []
+    log.record("a.dcm", "truncated")
+    FailureLog(log.path).begin()  # a resumed run: the earlier failure stays
+    assert [row["path"] for row in log.read()] == ["a.dcm"]

@@ -267,7 +267,7 @@ def test_overwrite_starts_a_run_with_a_planted_checkpoint_afresh(manifest: Path,
     assert done.exit_code == 0, done.output
     assert not marker.exists()
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest.txt", "step_0000002.pt"]
-    assert not (run / "errors.csv").exists()  # the earlier run's failures went with it
+    assert (run / "errors.csv").read_text() == "path,stage,reason\n"  # the earlier failures went with it
 
 
 @pytest.mark.slow

@@ -107,7 +107,7 @@ class PrepareSummary:
         failed: Inputs that could not be prepared; listed with reasons in ``errors_path``.
         out_dir: The output folder.
         manifest_path: ``OUT/manifest.csv``, the outputs that exist (written + skipped).
-        errors_path: ``OUT/errors.csv`` (absent when nothing failed).
+        errors_path: ``OUT/errors.csv`` (the header only when nothing failed).
         seconds: Wall time of the run.
     """
 

@@ -74,6 +74,8 @@ class StatsConfig:
     """Use a random subset of this many images (all by default)."""
     seed: int = 0
     """Seed of the sample subset."""
+    overwrite: bool = False
+    """Replace an existing ``out`` file (otherwise an existing file is refused, untouched)."""
 
 
 @dataclass(frozen=True)
@@ -204,8 +206,14 @@ def write_stats(stats: DatasetStats, path: str | Path) -> Path:
 
 
 def run_stats(config: StatsConfig, progress: bool = True) -> DatasetStats:
-    """:func:`compute_stats` of ``config.input`` written to ``config.out``, failures in its errors CSV."""
+    """:func:`compute_stats` of ``config.input`` written to ``config.out``, failures in its errors CSV.
+
+    Raises:
+        FileExistsError: ``config.out`` exists and ``config.overwrite`` is off (checked before any reading).
+    """
     out = Path(config.out)
+    if out.exists() and not config.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
     errors = out.with_name(f"{out.stem}.errors.csv")
     stats = compute_stats(
         config.input,

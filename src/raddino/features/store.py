@@ -174,11 +174,9 @@ class EmbeddingStore:
         lines: list[str] = []
         for path in sorted(self.shards_dir.glob("errors-*.csv")):
             lines.extend(path.read_text(encoding="utf-8").splitlines()[1:])
-        if lines:
-            with writing(self.errors_path):
-                atomic_write_text(self.errors_path, ",".join(ERROR_COLUMNS) + "\n" + "\n".join(lines) + "\n")
-        else:
-            self.errors_path.unlink(missing_ok=True)
+        rows = "".join(f"{line}\n" for line in lines)  # none: the header alone says nothing failed
+        with writing(self.errors_path):
+            atomic_write_text(self.errors_path, ",".join(ERROR_COLUMNS) + "\n" + rows)
 
 
 class ShardWriter:

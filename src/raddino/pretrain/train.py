@@ -159,6 +159,8 @@ def pretrain(
         if previous is not None and folder.is_legacy(previous):
             upgrade_metrics(run)  # the earlier loop's keys, before the engine keeps the records up to it
     failures = FailureLog(run / ("errors.csv" if context.is_main else f"errors_rank{context.rank}.csv"))
+    if context.is_main:
+        failures.begin()  # RUN/errors.csv exists, header only, while nothing failed
     task = PretrainTask(config, context, dataset, failures)
     plan = Plan(
         total_steps=config.total_iterations,

@@ -91,7 +91,7 @@ def test_missing_images_go_to_the_errors_csv_and_the_rest_to_the_manifest(tmp_pa
     assert len(kept.problems) == 1
     touch([root / "images" / "00000003_000.png"])  # the download completed: a clean rerun removes the report
     write_dataset_manifest(build_manifest("nih-cxr", root), tmp_path / "out" / "nih.csv")
-    assert not errors.exists()
+    assert errors.read_text() == "path,stage,reason\n"  # nothing to report: the header alone
 
 
 def test_a_subject_across_official_splits_is_reported(tmp_path: Path) -> None:

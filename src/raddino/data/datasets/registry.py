@@ -125,8 +125,8 @@ def write_dataset_manifest(
     Args:
         manifest: From :func:`build_manifest`.
         out: The manifest CSV.
-        errors: The errors CSV (``path, stage, reason``); default ``OUT`` with ``.errors.csv``. Removed
-            when there is nothing to report, so a stale one never outlives a clean rerun.
+        errors: The errors CSV (``path, stage, reason``); default ``OUT`` with ``.errors.csv``. The header
+            alone when there is nothing to report, so a stale one never outlives a clean rerun.
 
     Returns:
         The errors CSV path.
@@ -150,9 +150,6 @@ def write_dataset_manifest(
     # Written in one go (not through FailureLog, which syncs every line for long runs): a partial download
     # can leave 100k rows to report.
     errors_path = Path(errors) if errors else out.with_name(out.stem + ".errors.csv")
-    if not manifest.problems:
-        errors_path.unlink(missing_ok=True)
-        return errors_path
     with atomic_open(errors_path, "w") as handle:
         writer = csv.writer(handle)
         writer.writerow(ERROR_COLUMNS)
