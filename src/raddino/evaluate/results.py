@@ -21,7 +21,7 @@ from raddino.io.atomic import atomic_write_text
 
 def _plain(value: Any) -> Any:
     if isinstance(value, MeanStd):
-        return value.to_dict()
+        return _plain(value.to_dict())  # an undefined mean or std is null too
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN; a missing number is null
     if isinstance(value, Mapping):

@@ -178,3 +178,26 @@ def test_sklearn_mode(synthetic_set: SyntheticSet, tmp_path: Path) -> None:
     )
     assert result.summary["macro_auprc"].mean > 0.85
     assert result.seeds[0]["selected"].startswith(("cls C=", "cls+patch_mean C="))
+
+
+def test_sklearn_is_fitted_once_and_reports_no_spread(synthetic_set: SyntheticSet, tmp_path: Path) -> None:
+    """Five identical refits used to print "± 0.0000 over 5 seeds": the one fit is reported as one."""
+    out = tmp_path / "sk"
+    config = _config(
+        synthetic_set, out, synthetic_set.informative, method="sklearn", seeds=[0, 1, 2, 3, 4], sklearn_cs=[1.0]
+    )
+    result = run_probe(config)
+    assert [seed["seed"] for seed in result.seeds] == [0]
+    assert sorted(path.name for path in (out / "seeds").iterdir()) == ["seed-0.json"]
+    macro_auprc = result.summary["macro_auprc"]
+    assert macro_auprc.count == 1
+    assert np.isnan(macro_auprc.std)
+    assert "one deterministic fit" in str(result)
+    assert "±" not in str(result)
+    written = json.loads((out / "probe.json").read_text())
+    assert written["deterministic"] is True
+    assert written["summary"]["macro_auprc"]["std"] is None
+    markdown = (out / "probe.md").read_text()
+    assert "one fit (deterministic: seeds do not change it)" in markdown
+    assert "±" not in markdown
+    assert "over 5 seed" not in markdown

@@ -4,7 +4,8 @@ Features are extracted once into the cache (:mod:`raddino.features.cache`); for 
 head per (feature choice, learning rate) is trained in a single pass, the head with the best validation
 macro AUPRC is kept, and its test AUPRC / AUROC per finding are recorded. The result is mean ± std over the
 seeds (paper §4.2: 5 seeds, AUPRC per finding and macro). ``method: sklearn`` fits scikit-learn logistic
-regressions instead, choosing the inverse regularisation ``C`` on validation.
+regressions instead, choosing the inverse regularisation ``C`` on validation; its L-BFGS fit does not depend
+on a seed, so it runs once and reports no spread (a std over identical refits would be a made-up 0).
 
 Each finished seed is saved under ``<out>/seeds/``; a rerun with the same settings reuses it.
 
@@ -63,7 +64,8 @@ class ProbeConfig:
     sklearn_cs: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
     """Inverse regularisation strengths tried in ``sklearn`` mode."""
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
-    """Seeds of the heads (one probe each); results are the mean ± std over them."""
+    """Seeds of the heads (one probe each); results are the mean ± std over them. ``method: sklearn`` is
+    deterministic and fits once, with the first."""
     split_ratios: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     """Train / val / test shares when the manifest has no ``split`` column (made by subject)."""
     split_seed: int = 0
@@ -99,11 +101,14 @@ class ProbeResult:
     outputs: dict[str, Path]
     embedded_now: int
     seconds: float
+    deterministic: bool = False
+    """One fit that no seed changes (``method: sklearn``): the summary's std is NaN, not a spread."""
 
     def __str__(self) -> str:
         macro_auprc = self.summary["macro_auprc"]
+        runs = "one deterministic fit" if self.deterministic else f"over {macro_auprc.count} seed(s)"
         return (
-            f"macro AUPRC {format_mean_std(macro_auprc)} over {macro_auprc.count} seed(s); "
+            f"macro AUPRC {format_mean_std(macro_auprc)} {runs}; "
             f"macro AUROC {format_mean_std(self.summary['macro_auroc'])} -> {self.outputs['json']}"
         )
 
@@ -214,6 +219,25 @@ def _nan(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 
 
+def _seeds_that_matter(config: ProbeConfig) -> list[int]:
+    """The seeds to fit: all for the torch heads; the first for scikit-learn's L-BFGS, which uses none."""
+    if config.method == "sklearn":
+        if len(config.seeds) > 1:
+            logger.info(
+                "method sklearn is deterministic: one fit (seed %d), not %d",
+                config.seeds[0],
+                len(config.seeds),
+            )
+        return config.seeds[:1]
+    return list(config.seeds)
+
+
+def _over_runs(values: list[float], deterministic: bool) -> MeanStd:
+    """Mean ± std over seeds; a deterministic method's single value has no std (NaN, written as null)."""
+    summary = mean_std(values)
+    return MeanStd(summary.mean, float("nan"), summary.count) if deterministic else summary
+
+
 def _markdown(config: ProbeConfig, data: LabelledFeatures, result: ProbeResult) -> str:
     rows = [
         [name, format_mean_std(result.auprc[name]), format_mean_std(result.auroc[name])]
@@ -227,10 +251,17 @@ def _markdown(config: ProbeConfig, data: LabelledFeatures, result: ProbeResult) 
         ]
     )
     selected = ", ".join(f"seed {seed['seed']}: {seed['selected']}" for seed in result.seeds)
+    if result.deterministic:
+        selected = result.seeds[0]["selected"]
+    runs = (
+        "one fit (deterministic: seeds do not change it)"
+        if result.deterministic
+        else f"mean ± std over {len(result.seeds)} seed(s)"
+    )
     sizes = data.splits.sizes()
     return (
         f"# Linear probe: {encoder_name(config.features.model, config.features.embeddings)}\n\n"
-        f"Test set, mean ± std over {len(result.seeds)} seed(s); method `{config.method}`; "
+        f"Test set, {runs}; method `{config.method}`; "
         f"splits {sizes['train']}/{sizes['val']}/{sizes['test']} images ({data.splits.source}).\n\n"
         + markdown_table(["finding", "AUPRC", "AUROC"], rows)
         + f"\nHeads selected on validation macro AUPRC: {selected}.\n"
@@ -256,18 +287,26 @@ def run_probe(config: ProbeConfig) -> ProbeResult:
         config.split_seed,
     )
     fingerprint = _fingerprint(config, data)
-    seeds = [_run_seed(data, config, seed, fingerprint) for seed in config.seeds]
-    auprc = {name: mean_std(_nan(s["test"]["auprc"][name]) for s in seeds) for name in data.names}
-    auroc = {name: mean_std(_nan(s["test"]["auroc"][name]) for s in seeds) for name in data.names}
+    seeds = [_run_seed(data, config, seed, fingerprint) for seed in _seeds_that_matter(config)]
+    once = config.method == "sklearn"
+
+    def over(metric: str, name: str | None = None) -> MeanStd:
+        return _over_runs(
+            [_nan(s["test"][metric] if name is None else s["test"][metric][name]) for s in seeds], once
+        )
+
+    auprc = {name: over("auprc", name) for name in data.names}
+    auroc = {name: over("auroc", name) for name in data.names}
     summary = {
-        "macro_auprc": mean_std(_nan(s["test"]["macro_auprc"]) for s in seeds),
-        "macro_auroc": mean_std(_nan(s["test"]["macro_auroc"]) for s in seeds),
+        "macro_auprc": over("macro_auprc"),
+        "macro_auroc": over("macro_auroc"),
         **{f"auprc/{name}": value for name, value in auprc.items()},
         **{f"auroc/{name}": value for name, value in auroc.items()},
     }
-    result = ProbeResult(summary, auprc, auroc, seeds, {}, data.embedded_now, 0.0)
+    result = ProbeResult(summary, auprc, auroc, seeds, {}, data.embedded_now, 0.0, deterministic=once)
     details = {
         "method": config.method,
+        "deterministic": once,
         "findings": data.names,
         "splits": data.splits.sizes(),
         "split_source": data.splits.source,
