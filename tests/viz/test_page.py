@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from raddino.io.png import write_png
-from raddino.viz.loss_svg import write_loss_curves
+from raddino.viz.loss_curves import write_loss_curves
 from raddino.viz.page import (
     Figure,
     ReportPairs,
@@ -118,8 +118,8 @@ def page_folder(tmp_path: Path) -> Path:
 
 def test_every_figure_and_table_renders_in_chromium(page_folder: Path, tmp_path: Path) -> None:
     images, tables = rendered_sizes(page_folder / "page.html", tmp_path)
-    # the SVG keeps its declared size: 3 panels of 280 px + 20; the PNG its pixels
-    assert images == [(860, 230), (48, 32)]
+    # the SVG keeps its declared size: 3 panels of 2.8 x 2.3 in (96 CSS px per in); the PNG its pixels
+    assert images == [(806, 221), (48, 32)]
     assert tables == [(2, 2), (1, 3), (1, 3)]
 
 

@@ -78,7 +78,7 @@ def figure_steps(out: Path, manifest: Path, model: Path, size: int) -> dict[str,
 
 def _loss_section(out: Path) -> Section:
     from raddino.training import read_metrics
-    from raddino.viz.loss_svg import PRETRAINING_LOSSES, write_loss_curves
+    from raddino.viz.loss_curves import PRETRAINING_LOSSES, write_loss_curves
 
     records = read_metrics(out / "run")
     svg = write_loss_curves(records, out / "figures" / "loss_curves.svg")
