@@ -25,7 +25,7 @@ with ``n`` subjects a split's count is binomial, about ``n f ± sqrt(n f (1 - f)
 split would need ranks over the whole set, and ranks move subjects across splits when the set grows.
 
 >>> from raddino.data.splits import resolve_splits
->>> splits = resolve_splits(rows, columns, (0.7, 0.15, 0.15), seed=0)  # doctest: +SKIP
+>>> splits = resolve_splits(manifest, ratios=(0.7, 0.15, 0.15), seed=0)  # doctest: +SKIP
 >>> splits.sizes(), splits.source                                       # doctest: +SKIP
 """
 
@@ -39,8 +39,10 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from raddino.io.manifest import SPLIT_NAMES, SPLIT_SPELLINGS
+from raddino.io.manifest import SPLIT_NAMES, SPLIT_SPELLINGS, Manifest
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +112,47 @@ def subjects_of(rows: Sequence[Mapping[str, str]]) -> list[str]:
     return [subject_key(row) for row in rows]
 
 
+def subject_keys(table: pa.Table) -> pa.Array:
+    """:func:`subject_key` of every row of a manifest table (``id``, optional ``subject_id``, ``source``)."""
+    ids = table.column("id").combine_chunks()
+    subjects = ids
+    if "subject_id" in table.column_names:
+        given = table.column("subject_id").combine_chunks()
+        subjects = pc.if_else(pc.greater(pc.utf8_length(given), 0), given, ids)
+    if "source" not in table.column_names:
+        return subjects
+    source = table.column("source").combine_chunks()
+    joined = pc.binary_join_element_wise(source, subjects, "/")
+    return pc.if_else(pc.greater(pc.utf8_length(source), 0), joined, subjects)
+
+
 def subject_draw(subject: str, seed: int) -> float:
     """A number in [0, 1) fixed by the subject key and the seed: the subject's place in the split."""
     digest = hashlib.sha256(f"{seed}/{subject}".encode()).hexdigest()
     return int(digest[:16], 16) / float(1 << 64)
+
+
+def _draw_codes(subjects: Sequence[str], fractions: Sequence[float], seed: int) -> np.ndarray:
+    """The split (0 train, 1 val, 2 test) of each distinct subject key by the module's steps 2 and 3."""
+    train, val, test = check_fractions(fractions)
+    # one sha256 per subject: Python's hashlib, there is no array form of it
+    draws = np.fromiter((subject_draw(subject, seed) for subject in subjects), np.float64, len(subjects))
+    codes = np.where(draws < train, 0, np.where(draws < train + val, 1, 2)).astype(np.int8)
+    bounds = ((0.0, train), (train, train + val), (train + val, 1.0))
+    for code, wanted in enumerate((train, val, test)):
+        counts = np.bincount(codes, minlength=3)
+        if wanted == 0 or counts[code] > 0:
+            continue
+        donors = np.flatnonzero(counts[codes] > 1)
+        if not len(donors):
+            break
+        low, high = bounds[code]
+        distance = np.maximum(np.maximum(low - draws[donors], draws[donors] - high), 0.0)
+        nearest = donors[distance == distance.min()]
+        # nearest to the empty interval; ties (never in practice) by key, so the choice is order-free
+        moved = min(nearest.tolist(), key=lambda index: subjects[index])
+        codes[moved] = code
+    return codes
 
 
 def draw_subject_splits(subjects: Iterable[str], fractions: Sequence[float], seed: int = 0) -> dict[str, str]:
@@ -130,32 +169,9 @@ def draw_subject_splits(subjects: Iterable[str], fractions: Sequence[float], see
     Raises:
         SplitError: fractions not three non-negative numbers summing to 1.
     """
-    train, val, test = check_fractions(fractions)
-    intervals = {"train": (0.0, train), "val": (train, train + val), "test": (train + val, 1.0)}
-    draws = {subject: subject_draw(subject, seed) for subject in set(subjects)}
-    split_of = {
-        subject: "train" if draw < train else "val" if draw < train + val else "test"
-        for subject, draw in draws.items()
-    }
-    for name, wanted in zip(SPLIT_NAMES, (train, val, test), strict=True):
-        counts = _counts(split_of)
-        if wanted == 0 or counts[name] > 0:
-            continue
-        donors = [subject for subject, split in split_of.items() if counts[split] > 1]
-        if not donors:
-            break
-        low, high = intervals[name]
-        # nearest to the empty interval; ties (never in practice) by key, so the choice is order-free
-        moved = min(donors, key=lambda s: (max(low - draws[s], draws[s] - high, 0.0), s))
-        split_of[moved] = name
-    return split_of
-
-
-def _counts(split_of: Mapping[str, str]) -> dict[str, int]:
-    counts = dict.fromkeys(SPLIT_NAMES, 0)
-    for split in split_of.values():
-        counts[split] += 1
-    return counts
+    distinct = sorted(set(subjects))
+    codes = _draw_codes(distinct, fractions, seed)
+    return {subject: SPLIT_NAMES[code] for subject, code in zip(distinct, codes.tolist(), strict=True)}
 
 
 def canonical_split(value: str, where: str) -> str:
@@ -173,46 +189,64 @@ def canonical_split(value: str, where: str) -> str:
     return canonical
 
 
-def check_disjoint(subjects: Sequence[str], splits: Splits) -> None:
-    """Raise naming a subject that appears in two splits."""
-    owner: dict[str, str] = {}
-    for name in SPLIT_NAMES:
-        for index in getattr(splits, name):
-            subject = subjects[int(index)]
-            if owner.setdefault(subject, name) != name:
-                raise SplitError(
-                    f"subject '{subject}' has images in both '{owner[subject]}' and '{name}'; "
-                    "splits must be made by subject"
-                )
+def _encode(keys: pa.Array | Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Each row's position in the list of distinct keys, and that list (first-seen order)."""
+    array = keys if isinstance(keys, pa.Array) else pa.array(list(keys), pa.string())
+    encoded = array.dictionary_encode()
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary.to_pylist()
+
+
+def check_disjoint(subjects: pa.Array | Sequence[str], splits: Splits) -> None:
+    """Raise naming a subject that appears in two splits (the first such row, train then val then test)."""
+    codes, distinct = _encode(subjects)
+    owner = np.full(len(distinct), len(SPLIT_NAMES), np.int64)  # the first split each subject is seen in
+    for number, name in enumerate(SPLIT_NAMES):
+        members = getattr(splits, name)
+        if not len(members):
+            continue
+        owners = owner[codes[members]]
+        clash = np.flatnonzero(owners < number)
+        if len(clash):
+            subject = distinct[int(codes[members[clash[0]]])]
+            raise SplitError(
+                f"subject '{subject}' has images in both '{SPLIT_NAMES[owners[clash[0]]]}' and '{name}'; "
+                "splits must be made by subject"
+            )
+        owner[codes[members]] = np.minimum(owner[codes[members]], number)
 
 
 def make_splits(
-    subjects: Sequence[str], ratios: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0
+    subjects: pa.Array | Sequence[str], ratios: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0
 ) -> Splits:
     """Splits of rows whose subject keys are ``subjects`` (one per row), drawn by the module's rule.
 
     Raises:
         SplitError: bad fractions, or too few subjects to give every split with a positive fraction one.
     """
-    drawn = draw_subject_splits(subjects, ratios, seed)
-    members: dict[str, list[int]] = {name: [] for name in SPLIT_NAMES}
-    for index, subject in enumerate(subjects):
-        members[drawn[subject]].append(index)
+    codes, distinct = _encode(subjects)
+    drawn = _draw_codes(distinct, ratios, seed)[codes]  # (rows,) 0 train, 1 val, 2 test
+    members = {name: np.flatnonzero(drawn == number) for number, name in enumerate(SPLIT_NAMES)}
     wanted = dict(zip(SPLIT_NAMES, check_fractions(ratios), strict=True))
-    empty = [name for name in SPLIT_NAMES if wanted[name] > 0 and not members[name]]
+    empty = [name for name in SPLIT_NAMES if wanted[name] > 0 and not len(members[name])]
     if empty:
         raise SplitError(
-            f"{len(drawn)} subject(s) cannot fill split(s) {empty} by subject; add subjects or give the "
+            f"{len(distinct)} subject(s) cannot fill split(s) {empty} by subject; add subjects or give the "
             "manifest a split column"
         )
-    train, val, test = (np.asarray(members[name], np.int64) for name in SPLIT_NAMES)
+    train, val, test = (members[name].astype(np.int64) for name in SPLIT_NAMES)
     fractions = [round(float(r), 4) for r in ratios]
     return Splits(train, val, test, source=f"by subject, sha256 draw, fractions {fractions}, seed {seed}")
 
 
+def _rows_table(rows: Sequence[Mapping[str, str]], names: Iterable[str]) -> pa.Table:
+    columns = {name: pa.array([row.get(name) or "" for row in rows], pa.string()) for name in names}
+    columns["id"] = pa.array([row["id"] for row in rows], pa.string())
+    return pa.table(columns)
+
+
 def resolve_splits(
-    rows: Sequence[Mapping[str, str]],
-    columns: Sequence[str],
+    rows: Sequence[Mapping[str, str]] | Manifest,
+    columns: Sequence[str] | None = None,
     ratios: Sequence[float] = (0.7, 0.15, 0.15),
     seed: int = 0,
     column: str = "split",
@@ -222,8 +256,9 @@ def resolve_splits(
     A row whose cell in the column is empty is in no split (``raddino manifest --split`` fills them).
 
     Args:
-        rows: Manifest rows (``id``, optional ``subject_id``, ``source``, ``split``).
-        columns: The manifest's columns.
+        rows: Manifest rows (``id``, optional ``subject_id``, ``source``, ``split``), or a whole
+            :class:`Manifest`, read by column (no dict per row).
+        columns: The manifest's columns (a :class:`Manifest`'s own when omitted).
         ratios: Train, val and test fractions of the subjects (summing to 1), checked in either case.
         seed: Seed of the draw.
         column: Name of the split column.
@@ -233,23 +268,32 @@ def resolve_splits(
             split left without rows; the message names the row, subject or split.
     """
     check_fractions(ratios)
+    if columns is None:
+        columns = rows.columns if isinstance(rows, Manifest) else []
+    wanted = [name for name in ("subject_id", "source", column) if name in columns]
+    table = rows.table if isinstance(rows, Manifest) else _rows_table(rows, wanted)
     if column not in columns:
-        return make_splits(subjects_of(rows), ratios, seed)
-    members: dict[str, list[int]] = {name: [] for name in SPLIT_NAMES}
-    for index, row in enumerate(rows):
-        split = canonical_split(row.get(column, ""), f"row '{row['id']}'")
-        if split:
-            members[split].append(index)
-    train, val, test = (np.asarray(members[name], np.int64) for name in SPLIT_NAMES)
+        return make_splits(subject_keys(table), ratios, seed)
+    values = table.column(column).combine_chunks()
+    cells, spellings = _encode(values)
+    canonical = []
+    for spelling in spellings:  # a few distinct spellings; the first row of a wrong one is named
+        try:
+            canonical.append(canonical_split(spelling, ""))
+        except SplitError:
+            first = int(np.flatnonzero(cells == len(canonical))[0])
+            canonical_split(spelling, f"row '{table.column('id')[first].as_py()}'")
+    split_of = np.array([SPLIT_NAMES.index(name) if name else -1 for name in canonical], np.int64)[cells]
+    train, val, test = (np.flatnonzero(split_of == number) for number in range(len(SPLIT_NAMES)))
     splits = Splits(train, val, test, source="manifest")
-    check_disjoint(subjects_of(rows), splits)
-    empty = [name for name in SPLIT_NAMES if not members[name]]
+    check_disjoint(subject_keys(table), splits)
+    empty = [name for name, size in splits.sizes().items() if not size]
     if empty:
         raise SplitError(
             f"column '{column}' has no rows for split(s) {empty}; fill them (raddino manifest … --split "
             "70/15/15 draws the empty cells by subject) or drop the column to have them drawn"
         )
-    unsplit = len(rows) - sum(splits.sizes().values())
+    unsplit = len(table) - sum(splits.sizes().values())
     if unsplit:
         logger.info("%d row(s) with an empty '%s' cell are in no split", unsplit, column)
     return splits
