@@ -70,15 +70,31 @@ class SSLNetwork(nn.Module):
         return {"backbone": self.encoder, **self.heads()}
 
     def _head_logits(
-        self, cls_tokens: torch.Tensor, patch_tokens: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if patch_tokens is None:
-            return self.dino_head(cls_tokens), None
-        if self.ibot_head is not None:
-            return self.dino_head(cls_tokens), self.ibot_head(patch_tokens)
-        # Shared head: one call over CLS and masked patch tokens together, as DINOv2.
-        logits = self.dino_head(torch.cat([cls_tokens, patch_tokens]))  # (n_cls + M, K)
-        return logits[: cls_tokens.shape[0]], logits[cls_tokens.shape[0] :]
+        self, global_cls: torch.Tensor, local_cls: torch.Tensor | None, patch_tokens: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Global, local and patch logits from one call of each head.
+
+        Every token the DINO head sees (global and local CLS, and the masked patches when iBOT shares it,
+        as DINOv2) goes through it in one batch, so its weight-normalised prototype matrix is formed once
+        per network per step rather than once per crop size (with 65,536 prototypes that matrix, not the
+        tokens, is what costs).
+        """
+        dino_inputs = [global_cls]  # (2B, D)
+        if local_cls is not None:
+            dino_inputs.append(local_cls)  # (nB, D)
+        patch_logits = None
+        if patch_tokens is not None and self.ibot_head is not None:
+            patch_logits = self.ibot_head(patch_tokens)  # (M, K')
+        elif patch_tokens is not None:
+            dino_inputs.append(patch_tokens)  # (M, D)
+        sizes = [tokens.shape[0] for tokens in dino_inputs]
+        logits = self.dino_head(torch.cat(dino_inputs) if len(dino_inputs) > 1 else global_cls)
+        parts = list(logits.split(sizes))  # (2B, K), then (nB, K), then (M, K)
+        global_logits = parts.pop(0)
+        local_logits = parts.pop(0) if local_cls is not None else None
+        if patch_tokens is not None and patch_logits is None:
+            patch_logits = parts.pop(0)
+        return global_logits, local_logits, patch_logits
 
     def forward(
         self,
@@ -105,12 +121,15 @@ class SSLNetwork(nn.Module):
         patch_tokens = None
         if mask_indices is not None:
             patch_tokens = sequence.flatten(0, 1).index_select(0, mask_indices)  # (M, D)
-        global_logits, patch_logits = self._head_logits(features.cls, patch_tokens)
+        local_cls = None
+        if local_crops is not None and local_crops.shape[0] > 0:
+            local_cls = self.encoder(local_crops).cls  # (nB, D)
+        global_logits, local_logits, patch_logits = self._head_logits(features.cls, local_cls, patch_tokens)
         outputs = {"global_cls": features.cls, "global_patches": sequence, "global_logits": global_logits}
         if patch_logits is not None:
             outputs["patch_logits"] = patch_logits
-        if local_crops is not None and local_crops.shape[0] > 0:
-            outputs["local_logits"] = self.dino_head(self.encoder(local_crops).cls)  # (nB, K)
+        if local_logits is not None:
+            outputs["local_logits"] = local_logits
         return outputs
 
 

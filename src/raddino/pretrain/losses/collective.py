@@ -34,6 +34,7 @@ def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+@torch.no_grad()
 def sinkhorn_knopp(
     teacher_logits: torch.Tensor, teacher_temp: float, n_samples: torch.Tensor | int, n_iterations: int
 ) -> torch.Tensor:
@@ -53,20 +54,32 @@ def sinkhorn_knopp(
     Returns:
         (N, K) assignments, float32.
     """
-    logits = teacher_logits.float() / teacher_temp  # (N, K)
+    # The (N, K) layout throughout (no transposed view, so every sum reads memory in order), in place,
+    # and each normalisation one multiplication by a reciprocal vector instead of two divisions: with
+    # 65,536 prototypes the passes over the whole matrix, not the sums, are the cost. The temperature
+    # stays a division: it costs what a multiplication does here (memory-bound; measured on CPU), and
+    # x · (1 / T) would round 1 / T in float32 and move every target by up to ~1e-6.
+    assignments = torch.div(teacher_logits.float(), teacher_temp)  # (N, K), a new tensor
     # Subtracting one shared maximum avoids exp overflow; every later normalisation divides it out.
     # A process may hold no rows (no masked patch on this rank) and must still join the reductions.
-    local_max = logits.detach().max().reshape(1) if logits.numel() else logits.new_full((1,), -torch.inf)
+    local_max = (
+        assignments.max().reshape(1) if assignments.numel() else assignments.new_full((1,), -torch.inf)
+    )
     shift = all_reduce_max(local_max.clone())
-    assignments = torch.exp(logits - shift).t()  # (K, N)
-    n_prototypes = assignments.shape[0]
+    assignments.sub_(shift).exp_()
+    n_prototypes = assignments.shape[1]
     total = all_reduce_sum(assignments.sum().reshape(1))
-    assignments = assignments / total
+    assignments.mul_(total.reciprocal())
     # A prototype (or sample) whose every entry underflowed stays at 0 instead of becoming 0 / 0.
     tiny = torch.finfo(assignments.dtype).tiny
-    for _ in range(n_iterations):
-        row_sums = all_reduce_sum(assignments.sum(dim=1, keepdim=True))  # (K, 1)
-        assignments = assignments / row_sums.clamp_min(tiny) / n_prototypes
-        column_sums = assignments.sum(dim=0, keepdim=True)  # (1, N): each sample lives on one process
-        assignments = assignments / column_sums.clamp_min(tiny) / n_samples
-    return (assignments * n_samples).t()  # (N, K), rows sum to 1
+    for iteration in range(n_iterations):
+        prototype_sums = all_reduce_sum(assignments.sum(dim=0, keepdim=True))  # (1, K)
+        assignments.mul_((prototype_sums.clamp_min(tiny) * n_prototypes).reciprocal())
+        sample_sums = assignments.sum(dim=1, keepdim=True)  # (N, 1): each sample lives on one process
+        if iteration < n_iterations - 1:
+            assignments.mul_((sample_sums.clamp_min(tiny) * n_samples).reciprocal())
+        else:  # the last column step's 1 / n_samples and the final × n_samples cancel
+            assignments.mul_(sample_sums.clamp_min(tiny).reciprocal())
+    if n_iterations == 0:
+        assignments.mul_(n_samples)
+    return assignments  # (N, K), rows sum to 1

@@ -48,7 +48,7 @@ class DINOLoss(nn.Module):
         Returns:
             (N, K) probabilities, float32.
         """
-        centred = (teacher_logits.float() - self.center) / teacher_temp  # (N, K)
+        centred = (teacher_logits.float() - self.center).div_(teacher_temp)  # (N, K)
         return F.softmax(centred, dim=-1)
 
     @torch.no_grad()

@@ -47,7 +47,7 @@ class iBOTPatchLoss(nn.Module):
         Returns:
             (M, K) probabilities, float32.
         """
-        centred = (teacher_patch_logits.float() - self.center) / teacher_temp  # (M, K)
+        centred = (teacher_patch_logits.float() - self.center).div_(teacher_temp)  # (M, K)
         return F.softmax(centred, dim=-1)
 
     @torch.no_grad()
