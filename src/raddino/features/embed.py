@@ -18,18 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from raddino.config import save_config
 from raddino.data.image_dataset import ManifestImageDataset, collate_images
 from raddino.data.preprocess import InferencePreprocessor, PreprocessConfig
 from raddino.features.options import check_device, check_options, describe_preprocess, resolve_preprocess
-from raddino.features.store import EmbeddingStore, ShardWriter, TokensFormat, writing
+from raddino.features.store import EmbeddingStore, ShardWriter, TokensFormat, pending_rows, writing
 from raddino.io.failures import FailureLog
 from raddino.io.lock import LockError, OutputLock
 from raddino.io.manifest import Manifest, load_inputs
+from raddino.io.progress import progress_bar
 from raddino.models import Encoder, load_encoder
 from raddino.training.distributed import DistributedContext, init_distributed
 from raddino.training.precision import InferencePrecision, autocast
@@ -256,13 +259,16 @@ def _run(
         store.clear_attempt_errors()
     context.barrier()
 
-    done = store.done_ids()
-    pending = [index for index, row in enumerate(manifest.rows) if row["id"] not in done]
-    mine = pending[context.rank :: context.world_size]
+    done = store.done_id_array()  # Arrow strings: ids and a hash lookup, no dict or str per row
+    pending = pending_rows(manifest.column_array("id"), done)
+    mine = np.ascontiguousarray(pending[context.rank :: context.world_size])
+    skipped = pc.count_distinct(done).as_py()
+    carried = ["id", "path", *config.columns]
+    rows = manifest.table.select(list(dict.fromkeys(carried))).take(pa.array(mine))  # this rank's rows
     dataset = ManifestImageDataset(
-        [manifest.resolve(manifest.rows[i]) for i in mine],
+        [manifest.resolve_text(path) for path in rows.column("path").to_pylist()],
         InferencePreprocessor(preprocess),
-        indices=mine,
+        indices=range(len(mine)),
         dicom_tags=config.dicom_tags,
     )
     workers = _default_workers() if config.num_workers is None else config.num_workers
@@ -280,13 +286,13 @@ def _run(
         logger.info(
             "%d images, %d already embedded, %d to do on %d process(es); model %s on %s",
             len(manifest),
-            len(done),
+            skipped,
             len(pending),
             context.world_size,
             config.model,
             context.device,
         )
-    progress = tqdm(
+    progress = progress_bar(
         total=len(mine), unit="img", desc="embed", disable=not context.is_main, dynamic_ncols=True
     )
     try:
@@ -298,13 +304,17 @@ def _run(
                 if batch.indices:
                     pixels = batch.pixels.to(context.device, non_blocking=True)
                     vectors, tokens = _encode(encoder, pixels, config)
-                    rows = [manifest.rows[i] for i in batch.indices]
+                    batch_rows = rows.take(pa.array(batch.indices, pa.int64())).to_pylist()
                     extras = [
-                        {**{column: row.get(column, "") for column in config.columns}, **extra}
-                        for row, extra in zip(rows, batch.extras, strict=False)
+                        {**{column: row[column] for column in config.columns}, **extra}
+                        for row, extra in zip(batch_rows, batch.extras, strict=False)
                     ]
                     writer.add(
-                        [row["id"] for row in rows], [row["path"] for row in rows], vectors, tokens, extras
+                        [row["id"] for row in batch_rows],
+                        [row["path"] for row in batch_rows],
+                        vectors,
+                        tokens,
+                        extras,
                     )
                 progress.update(len(batch.indices) + len(batch.failures))
                 progress.set_postfix(failed=failures.count, refresh=False)
@@ -313,7 +323,7 @@ def _run(
         progress.close()  # the bar ends its line before any error message
     context.barrier()
 
-    return _finish(config, context, store, len(manifest), len(done), writer, failures, started)
+    return _finish(config, context, store, len(manifest), skipped, writer, failures, started)
 
 
 def _finish(
