@@ -12,6 +12,7 @@ from raddino.cli.app import app
 COMMAND_MODULES = (
     "raddino.cli.embed",
     "raddino.cli.prepare",
+    "raddino.cli.shard",
     "raddino.cli.export",
     "raddino.cli.phantoms",
     "raddino.cli.manifest",
