@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from raddino.io.atomic import atomic_write_text
 from raddino.io.failures import FailureLog
 from raddino.io.manifest import load_inputs
+from raddino.io.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def compute_stats(
     moments = PixelMoments()
     n_images = n_failed = 0
     results = _results(paths, workers)
-    for path, (image_moments, reason) in tqdm(
+    for path, (image_moments, reason) in progress_bar(
         zip(paths, results, strict=True), total=len(paths), desc="stats", unit="img", disable=not progress
     ):
         if image_moments is None:

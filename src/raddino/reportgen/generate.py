@@ -16,12 +16,12 @@ from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 from transformers import GenerationConfig, GenerationMixin, PreTrainedTokenizerBase
 
 from raddino.config import save_config
 from raddino.features.cache import FeatureConfig
 from raddino.io.failures import FailureLog
+from raddino.io.progress import progress_bar
 from raddino.reportgen.checkpoint import load_report_model
 from raddino.reportgen.data import ReportBatch, ReportCollator, prompt_layout
 from raddino.reportgen.model import ReportGenerator
@@ -152,7 +152,7 @@ def generate_reports(config: ReportGenerateConfig) -> ReportGenerateSummary:
             writer = csv.writer(handle)
             if new_file:
                 writer.writerow(CSV_COLUMNS)
-            for batch in tqdm(
+            for batch in progress_bar(
                 loader, total=len(loader), unit="batch", desc="report generate", dynamic_ncols=True
             ):
                 with autocast(device, config.precision):

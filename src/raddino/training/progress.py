@@ -1,5 +1,6 @@
 """Progress of a run: a tqdm bar with steps/s (and images/s where a step's size is known) and the time
-left, or (without a bar, as in batch jobs) a log line with the same numbers every minute."""
+left on a terminal, a plain line with the same numbers every 30 s off one (:mod:`raddino.io.progress`),
+or, with the bar turned off, a log line every minute."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 import time
 from collections.abc import Mapping
 
-from tqdm.auto import tqdm
+from raddino.io.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,8 @@ class Progress:
         total: Steps of the whole run.
         initial: Steps already done when this session starts.
         description: Shown before the bar and in log lines.
-        bar: Show a tqdm bar; otherwise log every ``log_seconds``.
+        bar: Show progress (a bar on a terminal, plain lines elsewhere); otherwise log every
+            ``log_seconds``.
         log_seconds: Seconds between log lines without a bar (0: never).
         items_per_step: Items (images) one step consumes over all processes; their rate is shown too
             (0: steps/s only).
@@ -42,7 +44,7 @@ class Progress:
         self.items_per_step, self.item_name = items_per_step, item_name
         self.started = self.last_line = time.perf_counter()
         self.log_seconds = 0.0 if bar else log_seconds
-        self.bar = tqdm(
+        self.bar = progress_bar(
             total=total,
             initial=initial,
             desc=description,

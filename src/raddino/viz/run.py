@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from raddino.data.preprocess import PreprocessConfig
+from raddino.io.progress import progress_bar
 from raddino.models import Encoder
 from raddino.viz.attention import AttentionMaps, attention_figure, cls_attention, save_attention_arrays
 from raddino.viz.correspond import (
@@ -180,7 +179,7 @@ def run_pca(
     encoder, preprocess = _model(model)
     encoded, tokens = [], []
     # One image at a time (sizes may differ); a bar for the many-image case.
-    for path in tqdm(images, desc="pca: embedding", unit="img", disable=len(images) < 8):
+    for path in progress_bar(images, desc="pca: embedding", unit="img", disable=len(images) < 8):
         encoded.append(read_input(path, preprocess, encoder.patch_size))
         tokens.extend(patch_tokens(encoder, encoded[-1:]))
     result = patch_pca(tokens, threshold=threshold)

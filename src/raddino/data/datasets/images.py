@@ -11,9 +11,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
 from raddino.data.datasets.schema import DatasetManifest, Problem
+from raddino.io.progress import progress_bar
 
 
 class ImageIndex:
@@ -99,7 +98,8 @@ def drop_missing(manifest: DatasetManifest, *, keep_missing: bool = False) -> in
     """
     kept: list[dict[str, str]] = []
     missing = 0
-    for row in tqdm(manifest.rows, desc=f"{manifest.source}: checking images", unit="image", disable=None):
+    checking = f"{manifest.source}: checking images"
+    for row in progress_bar(manifest.rows, desc=checking, unit="image", disable=None):
         if os.path.isfile(row["path"]):
             kept.append(row)
             continue

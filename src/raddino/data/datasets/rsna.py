@@ -16,8 +16,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
 from raddino.data.datasets.images import pick_layout
 from raddino.data.datasets.schema import (
     DatasetError,
@@ -30,6 +28,7 @@ from raddino.data.datasets.schema import (
     image_row,
 )
 from raddino.data.datasets.tables import TableSpec, find_metadata, iter_table
+from raddino.io.progress import progress_bar
 
 SOURCE = "rsna-pneumonia"
 LABELS_SPEC = TableSpec(
@@ -57,7 +56,8 @@ def _read_headers(manifest: DatasetManifest) -> int:
     import pydicom
 
     read = 0
-    for row in tqdm(manifest.rows, desc="rsna-pneumonia: reading DICOM headers", unit="file", disable=None):
+    reading = "rsna-pneumonia: reading DICOM headers"
+    for row in progress_bar(manifest.rows, desc=reading, unit="file", disable=None):
         path = Path(row["path"])
         if not path.is_file():
             continue

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from raddino.data.datasets.findings import RIB_NAMES
 from raddino.data.datasets.images import ImageIndex, first_existing
 from raddino.data.datasets.schema import SPLITS, DatasetError, DatasetManifest, Problem, image_row
 from raddino.io.atomic import atomic_path
+from raddino.io.progress import progress_bar
 
 SOURCE = "vindr-ribcxr"
 
@@ -108,7 +108,7 @@ def build(root: Path, metadata: Sequence[Path] = (), *, masks_dir: Path | None =
         unexpected = [key for key in annotation if key != "img" and key not in RIB_NAMES]
         if missing or unexpected:
             raise DatasetError(f"{file}: missing rib keys {missing}, unexpected keys {unexpected}")
-        for key, relative_text in tqdm(
+        for key, relative_text in progress_bar(
             annotation["img"].items(), desc=f"{file.name}", unit="image", disable=None
         ):
             relative = PurePosixPath(str(relative_text))

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import yaml
 from threadpoolctl import threadpool_limits
-from tqdm import tqdm
 
 from raddino.config import config_to_dict, save_config
 from raddino.data.phantoms.plan import plan_phantoms
@@ -33,6 +32,7 @@ from raddino.data.phantoms.writer import (
 from raddino.data.workers import exit_with_parent
 from raddino.io.failures import FailureLog
 from raddino.io.manifest import write_manifest
+from raddino.io.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,8 @@ def _render_all(
     """Render and write ``specs``; returns the ids that failed (recorded in ``failures``)."""
     workers = max(1, workers if workers is not None else os.cpu_count() or 1)
     failed: set[str] = set()
-    bar = tqdm(total=done + len(specs), initial=done, unit="img", desc="phantoms", disable=not progress)
+    total = done + len(specs)
+    bar = progress_bar(total=total, initial=done, unit="img", desc="phantoms", disable=not progress)
 
     def record(results: Iterable[tuple[str, str, str]]) -> None:
         for image_id, path, reason in results:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from raddino.evaluate.segmentation.data import random_affine
 from raddino.features.cache import FeatureConfig, FeatureError
+from raddino.io.progress import progress_bar
 
 AUGMENTABLE = ("cls", "patch_mean")
 
@@ -66,7 +66,7 @@ class AugmentedTrainFeatures:
         )
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         parts: dict[str, list[torch.Tensor]] = {"cls": [], "patch_mean": []}
-        for batch in tqdm(loader, desc=f"augmented epoch {epoch}", unit="batch", leave=False):
+        for batch in progress_bar(loader, desc=f"augmented epoch {epoch}", unit="batch", leave=False):
             if batch.failures:
                 raise FeatureError(f"{batch.failures[0].path}: {batch.failures[0].error}")
             pixels, _ = random_affine(batch.pixels, None, generator)  # (B, 3, H, W)

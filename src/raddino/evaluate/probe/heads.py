@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from raddino.features.vectors import CHUNK_ROWS, FeatureView
+from raddino.io.progress import progress_bar
 from raddino.training.schedules import cosine_schedule
 
 Features = torch.Tensor | FeatureView
@@ -265,7 +265,7 @@ def train_linear_heads(
     steps_per_epoch = math.ceil(count / training.batch_size)
     decays = cosine_schedule(1.0, 0.0, training.epochs * steps_per_epoch)  # lr multiplier, 1 at step 0
     step = 0
-    bar = tqdm(
+    bar = progress_bar(
         range(training.epochs), desc=f"probe seed {seed}", unit="epoch", disable=not progress, leave=False
     )
     threads = torch.get_num_threads()

@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from raddino.evaluate.segmentation.data import SegmentationSample, random_affine
 from raddino.evaluate.segmentation.heads import HeadName, make_head
+from raddino.io.progress import progress_bar
 from raddino.models import Encoder
 from raddino.training import (
     Callback,
@@ -32,6 +32,7 @@ from raddino.training import (
     TaskBase,
     cosine_schedule,
 )
+from raddino.training.tracking import TrackingConfig
 
 
 @dataclass
@@ -110,7 +111,8 @@ class FrozenFeatures:
             return
         missing = list({s.id: s for s in samples if s.id not in self.cache}.values())
         starts = range(0, len(missing), batch_size)
-        for start in tqdm(starts, desc="frozen features", unit="batch", disable=not progress, leave=False):
+        bar = progress_bar(starts, desc="frozen features", unit="batch", disable=not progress, leave=False)
+        for start in bar:
             self(missing[start : start + batch_size])
 
     def __call__(self, samples: Sequence[SegmentationSample]) -> list[torch.Tensor]:
@@ -301,6 +303,8 @@ def train_head(
     progress: bool = True,
     fingerprint: str = "",
     callbacks: Sequence[Callback] = (),
+    tracking: TrackingConfig | None = None,
+    config: Any = None,
 ) -> tuple[nn.Module, dict[str, list[float] | int]]:
     """Train a fresh head (or finish one a killed run checkpointed in ``run``).
 
@@ -308,6 +312,8 @@ def train_head(
         run: The head's run folder: ``metrics.jsonl``, a checkpoint at every tenth of the epochs.
         fingerprint: Identifies the settings; a checkpoint of other settings is discarded.
         callbacks: Called after every step with the steps done and their ``train`` record.
+        tracking: MLflow / W&B besides ``metrics.jsonl``, with ``config`` as the tracked run's
+            parameters.
 
     Returns:
         The head at its best validation loss, and the loss history (per epoch) with ``best_epoch``.
@@ -328,6 +334,8 @@ def train_head(
         fingerprint=fingerprint,
         mismatch="restart",
         callbacks=callbacks,
+        tracking=tracking,
+        config=config,
     )
     engine.fit()
     return task.trained_head()
