@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "raddino.cli.pretrain",
     "raddino.cli.stats",
     "raddino.cli.viz",
+    "raddino.cli.ablate",
 )
 
 for _module in COMMAND_MODULES:
