@@ -23,24 +23,27 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 from scipy import ndimage
+from tqdm import tqdm
 
 from raddino.config import save_config
+
+# output_names is part of prepare's interface (where each input goes); re-exported from its module
+from raddino.data.prepare_names import BATCH_ROWS, output_name_array
+from raddino.data.prepare_names import output_names as output_names
 from raddino.data.workers import run_parallel, worker_pool
 from raddino.io.atomic import naming_os_errors
 from raddino.io.dicom import VoiMode
 from raddino.io.errors import ImageReadError
 from raddino.io.failures import FailureLog
 from raddino.io.images import read_image
-from raddino.data.prepare_names import BATCH_ROWS, output_name_array, output_names
 from raddino.io.manifest import Manifest, load_inputs, write_manifest
 from raddino.io.png import write_png
-from raddino.io.progress import progress_bar
 
 RELEASE_SIZE = 518  # shorter side of the release's training PNGs and of the encoder's input
 # Write errors that no other input would escape: the run stops instead of failing every file after it.
@@ -308,7 +311,7 @@ def prepare_images(
         else run_parallel(tasks, worker_count, _prepare_one, _died, pool=_pool)
     )
     written = 0
-    bar = progress_bar(total=len(todo), unit="img", desc="prepare", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), unit="img", desc="prepare", disable=not progress, dynamic_ncols=True)
     try:
         for index, stage, reason in results:
             if stage is None:
