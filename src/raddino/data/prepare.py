@@ -20,24 +20,30 @@ import contextlib
 import errno
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pyarrow as pa
 from scipy import ndimage
+from tqdm import tqdm
 
 from raddino.config import save_config
+
+# output_names is part of prepare's interface (where each input goes); re-exported from its module
+from raddino.data.prepare_names import BATCH_ROWS, output_name_array
+from raddino.data.prepare_names import output_names as output_names
 from raddino.data.workers import run_parallel, worker_pool
 from raddino.io.atomic import naming_os_errors
 from raddino.io.dicom import VoiMode
 from raddino.io.errors import ImageReadError
 from raddino.io.failures import FailureLog
 from raddino.io.images import read_image
-from raddino.io.manifest import IMAGE_EXTENSIONS, Manifest, load_inputs, write_manifest
+from raddino.io.manifest import Manifest, load_inputs, write_manifest
 from raddino.io.png import write_png
-from raddino.io.progress import progress_bar
 
 RELEASE_SIZE = 518  # shorter side of the release's training PNGs and of the encoder's input
 # Write errors that no other input would escape: the run stops instead of failing every file after it.
@@ -218,51 +224,6 @@ def _prepare_one(task: _Task) -> tuple[int, str | None, str]:
     return task.index, None, ""
 
 
-def output_names(manifest: Manifest) -> list[PurePosixPath]:
-    """Where each row's PNG goes, relative to OUT: its relative input path with ``.png``.
-
-    A known image extension is replaced (``a/b.dcm`` → ``a/b.png``), anything else is kept and ``.png``
-    appended (``1.2.840.113619.2.55`` → ``1.2.840.113619.2.55.png``, since DICOM names are often UIDs).
-    Rows whose path lies outside the manifest's folder use their id instead. Rows that would collide
-    (``a.png`` beside ``a.dcm``) keep their extension: ``a.png.png``, ``a.dcm.png``.
-
-    Raises:
-        ValueError: two rows still map to the same output.
-    """
-    relatives = []
-    for row in manifest.rows:
-        raw = PurePosixPath(row["path"].replace("\\", "/"))
-        if raw.is_absolute():
-            try:
-                raw = PurePosixPath(Path(raw).relative_to(manifest.root).as_posix())
-            except ValueError:
-                raw = PurePosixPath(row["id"])
-        if raw.is_absolute() or ".." in raw.parts:
-            raw = PurePosixPath(*[part for part in PurePosixPath(row["id"]).parts if part not in ("/", "..")])
-        relatives.append(raw)
-
-    def png_name(relative: PurePosixPath, keep_extension: bool) -> PurePosixPath:
-        if relative.suffix.lower() in IMAGE_EXTENSIONS and not keep_extension:
-            return relative.with_suffix(".png")
-        return relative.with_name(relative.name + ".png")
-
-    names = [png_name(relative, keep_extension=False) for relative in relatives]
-    counts: dict[str, int] = {}
-    for name in names:
-        counts[name.as_posix().lower()] = counts.get(name.as_posix().lower(), 0) + 1
-    names = [
-        png_name(relative, keep_extension=True) if counts[name.as_posix().lower()] > 1 else name
-        for relative, name in zip(relatives, names, strict=True)
-    ]
-    seen: dict[str, str] = {}
-    for row, name in zip(manifest.rows, names, strict=True):
-        key = name.as_posix().lower()  # case-insensitive file systems would merge these too
-        if key in seen:
-            raise ValueError(f"inputs '{seen[key]}' and '{row['path']}' would both be written to {name}")
-        seen[key] = row["path"]
-    return names
-
-
 Result = tuple[int, str | None, str]
 _DIED = "worker process died while preparing this file (a decoder crash or out of memory)"
 
@@ -318,29 +279,39 @@ def prepare_images(
     )
     manifest = load_inputs(source)
     out = Path(out_dir)
-    names = output_names(manifest)
+    names = output_name_array(manifest)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "prepare.yaml")
     failures = FailureLog(out / "errors.csv")
     failures.reset()  # every failed input is retried below, so old reasons would only be stale copies
-    done = [False] * len(names)
-    tasks = []
-    for index, (row, name) in enumerate(zip(manifest.rows, names, strict=True)):
-        target = out / name
-        if target.is_file() and not overwrite:
-            done[index] = True
-            continue
-        tasks.append(_Task(index, str(manifest.resolve(row)), str(target), size, bits, voi, max_pixels))
-    skipped = sum(done)
-    worker_count = min(config.workers or available_cores(), max(1, len(tasks)))
+    done = np.zeros(len(names), bool)  # one byte per entry: which outputs exist in OUT now
+    if not overwrite:
+        for start in range(0, len(names), BATCH_ROWS):
+            batch = names.slice(start, BATCH_ROWS).to_pylist()
+            done[start : start + len(batch)] = [(out / name).is_file() for name in batch]
+    skipped = int(done.sum())
+    paths = manifest.column_array("path")
+    todo = np.flatnonzero(~done)
+    tasks = (  # made as the workers take them: no list of tasks
+        _Task(
+            int(index),
+            str(manifest.resolve_text(paths[index].as_py())),
+            str(out / names[index].as_py()),
+            size,
+            bits,
+            voi,
+            max_pixels,
+        )
+        for index in todo
+    )
+    worker_count = min(config.workers or available_cores(), max(1, len(todo)))
     results = (
         map(_prepare_one, tasks)
         if worker_count == 1
         else run_parallel(tasks, worker_count, _prepare_one, _died, pool=_pool)
     )
-    sources = {task.index: task.source for task in tasks}
     written = 0
-    bar = progress_bar(total=len(tasks), unit="img", desc="prepare", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), unit="img", desc="prepare", disable=not progress, dynamic_ncols=True)
     try:
         for index, stage, reason in results:
             if stage is None:
@@ -350,7 +321,7 @@ def prepare_images(
                 raise OutputStorageError(f"{reason}; outputs so far are complete: free space and rerun")
             else:
                 with naming_os_errors(failures.path):
-                    failures.record(sources[index], reason, stage=stage)
+                    failures.record(str(manifest.resolve_text(paths[index].as_py())), reason, stage=stage)
             bar.update(1)
     except BaseException:  # an interrupt, or a full disk: list what is there, then stop the workers
         bar.close()
@@ -379,14 +350,19 @@ def _close(results: object) -> None:
         close()
 
 
-def _write_output_manifest(
-    manifest: Manifest, names: list[PurePosixPath], done: list[bool], path: Path
-) -> None:
+def _write_output_manifest(manifest: Manifest, names: pa.Array, done: np.ndarray, path: Path) -> None:
     """Rows for the outputs that exist, in input order, input columns carried over (even on interrupt)."""
     carried = [column for column in manifest.columns if column not in ("path", "id")]
-    rows = [
-        {"path": name.as_posix(), "id": row["id"], **{column: row.get(column, "") for column in carried}}
-        for row, name, ok in zip(manifest.rows, names, done, strict=True)
-        if ok
-    ]
-    write_manifest(rows, path, columns=["path", "id", *carried])
+    kept = np.flatnonzero(done)
+    kept_names = names.take(pa.array(kept))
+
+    def rows() -> Iterator[dict[str, str]]:  # streamed: one batch of dicts at a time
+        for row, name in zip(manifest.iter_rows(kept), _strings(kept_names), strict=True):
+            yield {"path": name, "id": row["id"], **{column: row.get(column, "") for column in carried}}
+
+    write_manifest(rows(), path, columns=["path", "id", *carried])
+
+
+def _strings(values: pa.Array) -> Iterator[str]:
+    for start in range(0, len(values), BATCH_ROWS):
+        yield from values.slice(start, BATCH_ROWS).to_pylist()
