@@ -29,7 +29,6 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 from scipy import ndimage
-from tqdm import tqdm
 
 from raddino.config import save_config
 
@@ -44,6 +43,7 @@ from raddino.io.failures import FailureLog
 from raddino.io.images import read_image
 from raddino.io.manifest import Manifest, load_inputs, write_manifest
 from raddino.io.png import write_png
+from raddino.io.progress import progress_bar
 
 RELEASE_SIZE = 518  # shorter side of the release's training PNGs and of the encoder's input
 # Write errors that no other input would escape: the run stops instead of failing every file after it.
@@ -311,7 +311,7 @@ def prepare_images(
         else run_parallel(tasks, worker_count, _prepare_one, _died, pool=_pool)
     )
     written = 0
-    bar = tqdm(total=len(todo), unit="img", desc="prepare", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(todo), unit="img", desc="prepare", disable=not progress, dynamic_ncols=True)
     try:
         for index, stage, reason in results:
             if stage is None:
