@@ -47,6 +47,7 @@ def _pretrain_spec() -> ConfigCommand:
         _pretrain,
         promote={
             "train.dataset_path": "data",
+            "train.shards": "shards",
             "student.pretrained_weights": "model",
             "train.num_workers": "workers",
             "compute.device": "device",

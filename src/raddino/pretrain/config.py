@@ -145,6 +145,10 @@ class TrainConfig:
 
     dataset_path: str = ""
     """Image folder or manifest CSV of the images to pre-train on."""
+    shards: str | None = None
+    """Instead of dataset_path: a folder of ``raddino shard`` tar shards, one .tar, or a glob pattern."""
+    shard_order: Literal["global", "shard"] = "global"
+    """With shards: ``global`` (the folder path's order) or ``shard`` (a pass reads shard after shard)."""
     split: str | None = None  # keep only manifest rows of this split (e.g. "train")
     batch_size_per_gpu: int = 40
     grad_accumulation_steps: int = 1
@@ -257,6 +261,12 @@ def validate(config: PretrainConfig) -> None:
         "the DINO and iBOT losses cannot both be off",
     )
     _check(0 <= config.student.drop_path_rate < 1, "student.drop_path_rate", "must lie in [0, 1)")
+    _check(
+        not (train.shards and train.dataset_path),
+        "train.shards",
+        "set train.shards or train.dataset_path, not both",
+    )
+    _check(not (train.shards and train.split), "train.split", "not available with train.shards")
     _validate_gram(config.gram, config.optim.epochs)
 
 
@@ -300,7 +310,7 @@ def load_pretrain_config(
         ConfigError: an unknown key, a wrong type or an invalid value, naming the key; no data set.
     """
     config = load_config(PretrainConfig, path, overrides, values)
-    if not config.train.dataset_path:
+    if not config.train.dataset_path and not config.train.shards:
         raise ConfigError("train.dataset_path: no data; set it in the config or with --data")
     return config
 

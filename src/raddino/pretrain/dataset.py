@@ -1,4 +1,4 @@
-"""Pre-training data: images from a manifest or folder, multi-crop augmented, with iBOT masks.
+"""Pre-training data: images from a manifest, a folder or tar shards, multi-crop augmented, with iBOT masks.
 
 Every random choice of a sample is drawn from a generator seeded by ``(seed, stream position)`` (see
 :mod:`raddino.pretrain.sampler`), never from a worker's or the global RNG, so a batch's crops and masks are
@@ -13,14 +13,14 @@ micro-batch (DINOv2 shuffles its mask list). Each rank builds only its own rows.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from raddino.data.masking import BlockMaskGenerator
+from raddino.data.shards import ShardImages
 from raddino.io.errors import ImageReadError
 from raddino.io.images import read_image
 from raddino.io.manifest import Manifest
@@ -30,42 +30,83 @@ Augmentation = Callable[[np.ndarray, np.random.Generator], dict[str, list[torch.
 _MAX_REPLACEMENTS = 16  # unreadable images replaced by the next ones in the manifest, at most this many
 
 
-class PretrainDataset(Dataset[dict[str, Any]]):
-    """Augmented crops of manifest images, keyed by ``(stream position, dataset index)``.
+class ImageSource(Protocol):
+    """Images by dataset index: a manifest's files (:class:`ManifestImages`) or tar shards
+    (:class:`raddino.data.shards.ShardImages`)."""
 
-    An unreadable image is replaced by the next readable one in the manifest (so batches keep their size);
-    the failure travels with the sample (``"failures"``: list of ``(path, reason)``) for the main process
-    to record.
+    def __len__(self) -> int: ...
 
-    Args:
-        manifest: The images.
-        augmentation: ``(pixels (H, W) float32 [0,1], rng) -> {"global_crops": [...], "local_crops": [...]}``.
-        seed: The run's seed (``train.seed``).
-    """
+    def name(self, index: int) -> str:
+        """How errors name the image."""
+        ...
 
-    def __init__(self, manifest: Manifest, augmentation: Augmentation, seed: int = 0) -> None:
-        if len(manifest) == 0:
-            raise ValueError(f"{manifest.source}: no images to pre-train on")
+    def pixels(self, index: int) -> np.ndarray:
+        """(H, W) float32 in [0, 1]; raises :class:`ImageReadError` naming the image."""
+        ...
+
+
+class ManifestImages:
+    """The image files of a manifest, read with :func:`raddino.io.images.read_image`."""
+
+    def __init__(self, manifest: Manifest) -> None:
         self.manifest = manifest
-        self.augmentation = augmentation
-        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.manifest)
 
-    def path(self, index: int) -> Path:
+    def name(self, index: int) -> str:
         """The image file of a manifest row."""
-        return self.manifest.resolve(self.manifest.rows[index])
+        return str(self.manifest.resolve(self.manifest.rows[index]))
+
+    def pixels(self, index: int) -> np.ndarray:
+        """The row's file as (H, W) float32 in [0, 1]."""
+        return read_image(self.name(index)).pixels
+
+
+class PretrainDataset(Dataset[dict[str, Any]]):
+    """Augmented crops of images, keyed by ``(stream position, dataset index)``.
+
+    An unreadable image is replaced by the next readable one (so batches keep their size); the failure
+    travels with the sample (``"failures"``: list of ``(path, reason)``) for the main process to record.
+
+    Args:
+        images: A manifest, or any :class:`ImageSource` (tar shards).
+        augmentation: ``(pixels (H, W) float32 [0,1], rng) -> {"global_crops": [...], "local_crops": [...]}``.
+        seed: The run's seed (``train.seed``).
+    """
+
+    def __init__(self, images: Manifest | ImageSource, augmentation: Augmentation, seed: int = 0) -> None:
+        self.images: ImageSource = ManifestImages(images) if isinstance(images, Manifest) else images
+        if len(self.images) == 0:
+            source = images.source if isinstance(images, Manifest) else "the shards"
+            raise ValueError(f"{source}: no images to pre-train on")
+        self.augmentation = augmentation
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def shard_lengths(self) -> list[int] | None:
+        """Images per shard, in dataset order (for the shard-order rule); ``None`` for a manifest."""
+        return self.images.lengths.tolist() if isinstance(self.images, ShardImages) else None
+
+    def locate(self, index: int) -> dict[str, int | str]:
+        """Where an image is stored, for checkpoints: ``{"shard": NAME, "offset": K}`` (the K-th image of
+        that shard) with shards, empty for a manifest (whose files may move between runs)."""
+        if not isinstance(self.images, ShardImages):
+            return {}
+        shard, offset = self.images.locate(index)
+        return {"shard": shard, "offset": offset}
 
     def __getitem__(self, key: SampleKey) -> dict[str, Any]:
         position, index = key
         failures: list[tuple[str, str]] = []
         for attempt in range(_MAX_REPLACEMENTS):
-            path = self.path((index + attempt) % len(self))
+            replacement = (index + attempt) % len(self)
             try:
-                pixels = read_image(path).pixels  # (H, W) float32 in [0, 1]
+                pixels = self.images.pixels(replacement)  # (H, W) float32 in [0, 1]
             except ImageReadError as error:
-                failures.append((str(path), error.reason))
+                failures.append((error.path, error.reason))
                 continue
             rng = np.random.default_rng([self.seed, 0, position])
             crops = self.augmentation(pixels, rng)

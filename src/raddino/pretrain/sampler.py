@@ -7,11 +7,16 @@ The stream is a sequence of passes over the dataset, each a permutation drawn fr
 sits at which stream position, and therefore its augmentation and mask (drawn from the position, see
 :mod:`raddino.pretrain.dataset`), do not depend on how many processes share the batch, and resuming at
 iteration ``t`` needs only ``t``: the sampler's position saved in checkpoints is the next iteration.
+
+Order rules (``train.shard_order`` for tar shards): ``global`` permutes the whole dataset each pass, the
+same order a folder of the same images gets; ``shard`` (``blocks``: the images per shard) permutes the
+shards each pass and then the images within each shard, so a pass reads one shard after another, as
+WebDataset's streaming readers do (each image still once per pass, and still fixed by the seed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -31,6 +36,8 @@ class StreamSampler(Sampler[list[SampleKey]]):
         seed: Seeds the permutation of every pass.
         start_iteration: First iteration to yield (a resumed run's checkpoint iteration).
         end_iteration: Stop before this iteration; ``None`` yields for ever.
+        blocks: Images per shard, in dataset order, for the shard-order rule; ``None``: one global
+            permutation per pass.
     """
 
     def __init__(
@@ -44,6 +51,7 @@ class StreamSampler(Sampler[list[SampleKey]]):
         seed: int = 0,
         start_iteration: int = 0,
         end_iteration: int | None = None,
+        blocks: Sequence[int] | None = None,
     ) -> None:
         if dataset_size < 1:
             raise ValueError("the dataset is empty: nothing to pre-train on")
@@ -58,6 +66,9 @@ class StreamSampler(Sampler[list[SampleKey]]):
         self.start_iteration = start_iteration
         self.end_iteration = end_iteration
         self._permutations: dict[int, np.ndarray] = {}
+        self.blocks = None if blocks is None else np.asarray(blocks, dtype=np.int64)  # (S,)
+        if self.blocks is not None and int(self.blocks.sum()) != dataset_size:
+            raise ValueError(f"the blocks hold {int(self.blocks.sum())} images, the dataset {dataset_size}")
 
     @property
     def micro_batch_images(self) -> int:
@@ -74,8 +85,18 @@ class StreamSampler(Sampler[list[SampleKey]]):
             if len(self._permutations) >= 2:  # a batch straddles at most two passes
                 self._permutations.pop(min(self._permutations))
             rng = np.random.default_rng([self.seed, data_pass])
-            self._permutations[data_pass] = rng.permutation(self.dataset_size)
+            if self.blocks is None:
+                self._permutations[data_pass] = rng.permutation(self.dataset_size)
+            else:
+                self._permutations[data_pass] = self._blockwise(rng, self.blocks)
         return self._permutations[data_pass]
+
+    @staticmethod
+    def _blockwise(rng: np.random.Generator, blocks: np.ndarray) -> np.ndarray:
+        """The shard-order rule: the blocks in a random order, each block's indices permuted."""
+        starts = np.concatenate([[0], np.cumsum(blocks)[:-1]])  # (S,)
+        order = rng.permutation(len(blocks))
+        return np.concatenate([starts[b] + rng.permutation(blocks[b]) for b in order]).astype(np.int64)
 
     def index_at(self, position: int) -> int:
         """The dataset index at a stream position."""
@@ -107,10 +128,13 @@ class StreamSampler(Sampler[list[SampleKey]]):
             raise TypeError("an endless stream has no length")
         return max(0, self.end_iteration - self.start_iteration) * self.accumulation_steps
 
-    def state_dict(self, next_iteration: int) -> dict[str, int]:
-        """What a checkpoint needs to continue the stream where it stopped."""
+    def state_dict(self, next_iteration: int) -> dict[str, int | str]:
+        """What a checkpoint needs to continue the stream where it stopped (``position``: the stream
+        position the next iteration starts at; ``order``: the order rule)."""
         return {
             "next_iteration": next_iteration,
+            "position": next_iteration * self.global_batch_images,
+            "order": "global" if self.blocks is None else "shard",
             "seed": self.seed,
             "dataset_size": self.dataset_size,
             "global_batch_images": self.global_batch_images,

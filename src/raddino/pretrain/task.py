@@ -146,6 +146,7 @@ class PretrainTask(TaskBase):
         self.config, self.context = config, context
         self.dataset, self.failures = dataset, failures
         self.done = 0
+        self.saved_sampler: Mapping[str, Any] | None = None  # a resumed run's data position
 
     def build(self, device: torch.device) -> Optimization:
         config, context = self.config, self.context
@@ -214,7 +215,9 @@ class PretrainTask(TaskBase):
             seed=config.train.seed,
             start_iteration=start,
             end_iteration=config.run_iterations,
+            blocks=self.dataset.shard_lengths() if config.train.shard_order == "shard" else None,
         )
+        self._check_data_position(self.saved_sampler)
         loader = DataLoader(
             self.dataset,
             batch_sampler=self.sampler,
@@ -273,12 +276,34 @@ class PretrainTask(TaskBase):
             "student": full_state_dict(self.student_module),
             "teacher": full_state_dict(self.model.teacher),
             "objective": {k: v.detach().cpu() for k, v in self.model.objective.state_dict().items()},
-            "sampler": self.sampler.state_dict(self.done),
+            "sampler": self._sampler_state(),
             "config": config_to_dict(self.config),
             "encoder_config": self.student.encoder.config.to_dict(),
         }
 
+    def _sampler_state(self) -> dict[str, Any]:
+        """The stream's position and, with shards, where its next image lies (shard name + offset)."""
+        state: dict[str, Any] = dict(self.sampler.state_dict(self.done))
+        assert self.dataset is not None
+        state.update(self.dataset.locate(self.sampler.index_at(int(state["position"]))))
+        return state
+
+    def _check_data_position(self, saved: Mapping[str, Any] | None) -> None:
+        """A resumed run on shards must find the checkpoint's next image where the checkpoint says."""
+        if self.dataset is None or saved is None or "shard" not in saved:
+            return
+        if saved.get("order", "global") != ("shard" if self.sampler.blocks is not None else "global"):
+            raise ValueError(f"the run was started with train.shard_order: {saved['order']}; keep it")
+        here = self.dataset.locate(self.sampler.index_at(int(saved["position"])))
+        if (here.get("shard"), here.get("offset")) != (saved["shard"], int(saved["offset"])):
+            raise ValueError(
+                f"the shards changed since the checkpoint: stream position {saved['position']} was image "
+                f"{saved['offset']} of {saved['shard']}, it is now image {here.get('offset')} of "
+                f"{here.get('shard')}; resume on the same shards"
+            )
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.saved_sampler = state.get("sampler")
         load_full_state_dict(self.student_module, state["student"])
         load_full_state_dict(self.model.teacher, state["teacher"])
         self.model.objective.load_state_dict(state["objective"])

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raddino.config import ConfigError
+from raddino.data.shards import open_shards
 from raddino.data.splits import canonical_split
 from raddino.io.failures import FailureLog
 from raddino.io.manifest import Manifest, load_inputs
@@ -152,7 +153,8 @@ def pretrain(
             f"{run} already holds checkpoints ({previous.name}); resume, --overwrite or pick a new folder"
         )
     precision = resolve_precision(config.compute.mixed_precision, context.device)
-    dataset = PretrainDataset(_manifest(config), build_augmentation(config), seed=config.train.seed)
+    images = open_shards(config.train.shards) if config.train.shards else _manifest(config)
+    dataset = PretrainDataset(images, build_augmentation(config), seed=config.train.seed)
     if context.is_main:
         run.mkdir(parents=True, exist_ok=True)
         folder.save_config(config)
@@ -189,7 +191,7 @@ def run_pretrain(settings: PretrainRun) -> PretrainResult:
         ConfigError: no ``train.dataset_path``.
         ValueError: no ``out``; and what :func:`pretrain` raises.
     """
-    if not settings.train.dataset_path:
+    if not settings.train.dataset_path and not settings.train.shards:
         raise ConfigError("train.dataset_path: no data; set it in the config or with --data")
     if not settings.out:
         raise ValueError("no run folder given: pass --out FOLDER")
