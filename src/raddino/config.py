@@ -265,6 +265,9 @@ def load_config(
     if override_tree:
         tree = _deep_merge(tree, override_tree)
         source = f"{path} + overrides" if path is not None else "overrides"
+    translate = getattr(cls, "translate_config_tree", None)  # e.g. DINOv2's own files for pretrain
+    if translate is not None:
+        tree = translate(tree, source)
     return _build(cls, tree, "", source)
 
 

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from raddino.config import ConfigError, load_config
 from raddino.data.augment import MultiCropConfig
+from raddino.pretrain.validation import ValidationProbeConfig
+from raddino.training.tracking import TrackingConfig
 
 ScalingRule = Literal["sqrt_wrt_1024", "linear_wrt_256", "none"]
 Centering = Literal["centering", "sinkhorn_knopp"]
@@ -188,9 +190,18 @@ class PretrainConfig:
     crops: MultiCropConfig = field(default_factory=MultiCropConfig)  # DINOv2 crops.* names + CXR ops
     train: TrainConfig = field(default_factory=TrainConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
+    validation: ValidationProbeConfig = field(default_factory=ValidationProbeConfig)  # early stopping
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow / W&B besides metrics.jsonl
 
     def __post_init__(self) -> None:
         validate(self)
+
+    @classmethod
+    def translate_config_tree(cls, tree: dict[str, Any], source: str) -> dict[str, Any]:
+        """DINOv2's / DINOv3's own train configs in our names (``raddino.pretrain.foreign_config``)."""
+        from raddino.pretrain.foreign_config import translate_tree
+
+        return translate_tree(tree, cls, source)
 
     @property
     def total_iterations(self) -> int:
