@@ -59,6 +59,7 @@ def test_two_processes_match_one(
         tmp_path / "run", manifest, *COMMON, "train.batch_size_per_gpu=2", f"compute.strategy={strategy}"
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("done: 4 iterations") == 1, result.stdout  # rank 0 reports, not every rank
     payload = read_checkpoint(latest_checkpoint(tmp_path / "run"))  # type: ignore[arg-type]
     assert payload["world_size"] == 2
     assert payload["step"] == 4

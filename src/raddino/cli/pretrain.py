@@ -9,6 +9,7 @@ Pre-training's own settings are the config file's sections (``--config``) and ``
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from raddino.cli.app import app
@@ -28,6 +29,8 @@ def _pretrain(settings: PretrainRun) -> Outcome:
     from raddino.pretrain.train import run_pretrain
 
     result = run_pretrain(settings)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return Outcome()  # under torchrun every process runs the command; rank 0 reports for the run
     lines = [f"done: {result.iterations} iterations in {result.run}; last checkpoint {result.checkpoint}"]
     if result.export is not None:
         lines.append(f"teacher exported to {result.export}")
