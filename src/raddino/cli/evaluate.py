@@ -108,13 +108,14 @@ def _metadata_spec() -> ConfigCommand:
 
 def _segment_spec() -> ConfigCommand:
     from raddino.evaluate.segmentation import SegmentConfig, run_segment
+    from raddino.training.tracking import TRACKING_OPTIONS
 
     return ConfigCommand(
         "segment",
         SegmentConfig,
         run_segment,
         arguments=("input",),
-        promote={"training.epochs": "epochs"},
+        promote={"training.epochs": "epochs", **TRACKING_OPTIONS},
         rename={"structures": "structure", "heads": "head", "layers": "layer"},
         short={"model": "-m", "out": "-o"},
         errors=_errors(),

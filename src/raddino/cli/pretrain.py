@@ -43,6 +43,7 @@ def _pretrain_spec() -> ConfigCommand:
     from raddino.io.state_file import StateFileError
     from raddino.pretrain.train import PretrainRun
     from raddino.training import NonFiniteLossError, TrainingError
+    from raddino.training.tracking import TRACKING_OPTIONS
 
     return ConfigCommand(
         "pretrain",
@@ -54,6 +55,7 @@ def _pretrain_spec() -> ConfigCommand:
             "student.pretrained_weights": "model",
             "train.num_workers": "workers",
             "compute.device": "device",
+            **TRACKING_OPTIONS,
         },
         short={"out": "-o", "student.pretrained_weights": "-m"},
         negations={"--restart": "resume"},

@@ -89,6 +89,7 @@ def _generate(settings: ReportGenerateConfig) -> ReportGenerateSummary:
 
 def _train_spec() -> ConfigCommand:
     from raddino.reportgen.train import ReportTrainConfig
+    from raddino.training.tracking import TRACKING_OPTIONS
 
     lora = {f"lora.{name}": f"lora_{name}" for name in ("rank", "alpha", "dropout")}
     return ConfigCommand(
@@ -96,7 +97,7 @@ def _train_spec() -> ConfigCommand:
         ReportTrainConfig,
         _train,
         arguments=("input",),
-        promote={**_FEATURES, **lora, "lora.target_modules": "lora_targets"},
+        promote={**_FEATURES, **lora, "lora.target_modules": "lora_targets", **TRACKING_OPTIONS},
         rename={"language_model": "lm", "learning_rate": "lr", "early_stopping_patience": "patience"},
         short=_SHORT,
         aliases=_EARLIER,

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from raddino.config import ConfigError, load_config
 from raddino.data.augment import MultiCropConfig
+from raddino.training.tracking import TrackingConfig
 
 ScalingRule = Literal["sqrt_wrt_1024", "linear_wrt_256", "none"]
 Centering = Literal["centering", "sinkhorn_knopp"]
@@ -188,6 +189,7 @@ class PretrainConfig:
     crops: MultiCropConfig = field(default_factory=MultiCropConfig)  # DINOv2 crops.* names + CXR ops
     train: TrainConfig = field(default_factory=TrainConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow / W&B besides metrics.jsonl
 
     def __post_init__(self) -> None:
         validate(self)

@@ -173,7 +173,16 @@ def pretrain(
     )
     callbacks = [_snapshots(config, folder, context), *([on_step] if on_step is not None else [])]
     engine = Engine(
-        task, folder, plan, precision, context=context, callbacks=callbacks, progress=progress, advice=ADVICE
+        task,
+        folder,
+        plan,
+        precision,
+        context=context,
+        callbacks=callbacks,
+        progress=progress,
+        advice=ADVICE,
+        tracking=config.tracking,
+        config=config,
     )
     fit = engine.fit()
     exported = None

@@ -45,6 +45,7 @@ from raddino.training import (
     resolve_precision,
 )
 from raddino.training.distributed import pick_device
+from raddino.training.tracking import TrackingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ class ReportTrainConfig:
     """Seed of the projector's initialisation and of every epoch's data order (``seed + epoch``)."""
     overwrite: bool = False
     """Discard an earlier run in ``out`` instead of resuming it."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """MLflow or W&B besides metrics.jsonl (--tracking, --tracking-uri)."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "micro_batch_size", "checkpoint_every", "max_report_tokens"):
@@ -248,7 +251,17 @@ def train_report_model(config: ReportTrainConfig, callbacks: Sequence[Callback] 
         device,
     )
     advice = "lower learning_rate or raise warmup_ratio"
-    fit = Engine(task, run, plan, precision, views=LOGS, callbacks=callbacks, advice=advice).fit()
+    fit = Engine(
+        task,
+        run,
+        plan,
+        precision,
+        views=LOGS,
+        callbacks=callbacks,
+        advice=advice,
+        tracking=config.tracking,
+        config=config,
+    ).fit()
     if fit.complete:
         if val_dataset is not None and (out / "best").is_dir():
             promote(out / "best", out)

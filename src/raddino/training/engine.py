@@ -28,6 +28,7 @@ from raddino.training.progress import Progress
 from raddino.training.run_folder import RunFolder
 from raddino.training.step import Optimization, StepResult, TrainingError, optimization_step
 from raddino.training.task import Plan, Task
+from raddino.training.tracking import TrackingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class Engine:
         mismatch: With another fingerprint, ``error`` stops, ``restart`` discards the run's checkpoints
             and logs and starts afresh (for runs that are caches of a setting, like segmentation heads).
         advice: Appended to a non-finite-loss message.
+        tracking: MLflow or W&B besides ``metrics.jsonl`` (see :mod:`raddino.training.tracking`).
+        config: The run's config, logged to the tracker as its parameters.
     """
 
     def __init__(
@@ -86,6 +89,8 @@ class Engine:
         fingerprint: str = "",
         mismatch: Literal["error", "restart"] = "error",
         advice: str = "",
+        tracking: TrackingConfig | None = None,
+        config: Any = None,
     ) -> None:
         self.task, self.run, self.plan, self.precision = task, run, plan, precision
         self.context = context
@@ -93,6 +98,7 @@ class Engine:
         self.callbacks = list(callbacks)
         self.progress = progress
         self.fingerprint, self.mismatch, self.advice = fingerprint, mismatch, advice
+        self.tracking, self.config = tracking, config
         self.is_main = context is None or context.is_main
         self.rank = context.rank if context is not None else 0
         self.world_size = context.world_size if context is not None else 1
@@ -106,7 +112,8 @@ class Engine:
         scaler = self.precision.grad_scaler()
         start, resumed = self._resume(optimization, scaler)
         self.task.begin(start)
-        metrics = MetricsLog(self.run.path, start if resumed else None, self.is_main, self.views)
+        resume_from = start if resumed else None
+        metrics = MetricsLog(self.run.path, resume_from, self.is_main, self.views, self.tracking, self.config)
         bar = Progress(
             self.plan.total_steps,
             start,
@@ -116,15 +123,20 @@ class Engine:
         )
         result = FitResult(start, start, False, checkpoint=self.run.latest() if resumed else None)
         optimization.model.train()
+        status = "FAILED"  # what the tracked run says if the loop is left by an error
         try:
             while result.step < self.plan.last_step and not self.task.finished:
                 self._step(optimization, scaler, metrics, result)
                 bar.update(result.step, {k: v for k, v in result.last.items() if k in self.task.shown})
                 for callback in self.callbacks:
                     callback(result.step, result.last)
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
         finally:
             bar.close()
-            metrics.close()
+            metrics.close(status)
         if result.step > start:
             logger.info("%s: %s", self.task.description, bar.line())
         result.complete = result.step >= self.plan.total_steps or self.task.finished

@@ -1,9 +1,10 @@
-"""Where a run's numbers go: ``RUN/metrics.jsonl`` always, TensorBoard when it is installed, and CSV views
-derived from the JSONL.
+"""Where a run's numbers go: ``RUN/metrics.jsonl`` always, TensorBoard when it is installed, MLflow or W&B
+when the run asks for them (:mod:`raddino.training.tracking`), and CSV views derived from the JSONL.
 
 Keys are namespaced (``train/loss``, ``train/learning_rate``, ``val/loss``). On resume the records after
 the checkpoint's step are dropped before anything is appended, and every CSV view is rewritten from the
-records kept, so no log ever holds a step twice, whatever point a crash interrupted.
+records kept, so no log ever holds a step twice, whatever point a crash interrupted. A tracker gets the
+same records: those kept that its run lacks when the log opens, then every one logged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from raddino.io.atomic import atomic_write_text
+from raddino.training.tracking import Tracker, TrackingConfig, config_params, open_tracker
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ def _csv_line(cells: Sequence[Any]) -> str:
 
 
 class MetricsLog:
-    """Appends one JSON object per logged call; mirrors scalars to TensorBoard when importable.
+    """Appends one JSON object per logged call; mirrors scalars to TensorBoard when importable and to the
+    tracker ``tracking`` names.
 
     Args:
         run: The run folder (``metrics.jsonl``, ``tensorboard/`` and the CSV views go there).
@@ -66,6 +69,11 @@ class MetricsLog:
             log.
         enabled: False on ranks other than 0.
         views: CSV files derived from the records.
+        tracking: MLflow or W&B besides (None or backend ``none``: neither).
+        config: The run's config (a dataclass), logged to the tracker as its parameters.
+
+    Raises:
+        TrackingError: the tracker cannot be used (not installed, its store refused); one line.
     """
 
     def __init__(
@@ -74,12 +82,15 @@ class MetricsLog:
         resume_from: int | None = None,
         enabled: bool = True,
         views: Sequence[CsvView] = (),
+        tracking: TrackingConfig | None = None,
+        config: Any = None,
     ) -> None:
         self.run = Path(run)
         self.path = self.run / "metrics.jsonl"
         self.enabled = enabled
         self.views = list(views)
         self._writer: Any = None
+        self._tracker: Tracker | None = None
         if not enabled:
             return
         self.run.mkdir(parents=True, exist_ok=True)
@@ -90,6 +101,10 @@ class MetricsLog:
         for view in self.views:
             lines = (view.row(record) for record in kept)
             atomic_write_text(self.run / view.name, view.header() + "".join(line for line in lines if line))
+        tracker = open_tracker(tracking, self.run)
+        if tracker is not None:
+            tracker.start(config_params(config), config, kept)
+            self._tracker = tracker
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional
@@ -113,9 +128,14 @@ class MetricsLog:
         if self._writer is not None:
             for key, value in values.items():
                 self._writer.add_scalar(key, value, iteration)
+        if self._tracker is not None:
+            self._tracker.log(iteration, values)
 
-    def close(self) -> None:
-        """Flush TensorBoard."""
+    def close(self, status: str = "FINISHED") -> None:
+        """Flush TensorBoard; end the tracked run's session with ``status`` (``FAILED`` after an error)."""
+        if self._tracker is not None:
+            self._tracker.finish(status)
+            self._tracker = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None

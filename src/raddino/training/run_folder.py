@@ -164,7 +164,7 @@ class RunFolder:
 
     def clear(self, names: Iterable[str] = ()) -> None:
         """Remove the checkpoints, the logs and ``names`` (files or folders of the run folder)."""
-        for name in ("checkpoints", "metrics.jsonl", "tensorboard", *names):
+        for name in ("checkpoints", "metrics.jsonl", "tensorboard", "tracking.json", *names):
             target = self.path / name
             if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target)

@@ -49,6 +49,7 @@ from raddino.io.manifest import ManifestError, load_inputs
 from raddino.io.progress import progress_bar
 from raddino.io.state_file import load_state, save_state
 from raddino.training import Callback, RunFolder
+from raddino.training.tracking import TrackingConfig
 
 logger = logging.getLogger(__name__)
 _RESTART = "rerun with --overwrite to train the heads afresh"
@@ -107,6 +108,8 @@ class SegmentConfig:
     """Show progress bars."""
     overwrite: bool = False
     """Retrain every head instead of reusing (or resuming) the ones saved in ``out``."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """Each head's training is one tracked run, named ``<out folder>-<head>`` by default."""
 
     def __post_init__(self) -> None:
         if not self.heads:
@@ -235,6 +238,7 @@ class _Runner:
             "heads",
             "device",
             "overwrite",
+            "tracking",
         ):
             settings.pop(key)
         settings["splits"] = [[s.id for s in self.split[name]] for name in ("train", "val", "test")]
@@ -272,6 +276,10 @@ class _Runner:
             self.config.progress,
             fingerprint=key,
             callbacks=self.callbacks,
+            tracking=dataclasses.replace(
+                self.config.tracking, run_name=self.config.tracking.run_name or f"{self.out.name}-{tag}"
+            ),
+            config=self.config,
         )
         save_state({"key": key, "state": module.state_dict(), "history": history}, path)
         shutil.rmtree(run.checkpoints, ignore_errors=True)  # the finished head replaces them

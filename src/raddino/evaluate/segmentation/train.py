@@ -32,6 +32,7 @@ from raddino.training import (
     TaskBase,
     cosine_schedule,
 )
+from raddino.training.tracking import TrackingConfig
 
 
 @dataclass
@@ -302,6 +303,8 @@ def train_head(
     progress: bool = True,
     fingerprint: str = "",
     callbacks: Sequence[Callback] = (),
+    tracking: TrackingConfig | None = None,
+    config: Any = None,
 ) -> tuple[nn.Module, dict[str, list[float] | int]]:
     """Train a fresh head (or finish one a killed run checkpointed in ``run``).
 
@@ -309,6 +312,8 @@ def train_head(
         run: The head's run folder: ``metrics.jsonl``, a checkpoint at every tenth of the epochs.
         fingerprint: Identifies the settings; a checkpoint of other settings is discarded.
         callbacks: Called after every step with the steps done and their ``train`` record.
+        tracking: MLflow / W&B besides ``metrics.jsonl``, with ``config`` as the tracked run's
+            parameters.
 
     Returns:
         The head at its best validation loss, and the loss history (per epoch) with ``best_epoch``.
@@ -329,6 +334,8 @@ def train_head(
         fingerprint=fingerprint,
         mismatch="restart",
         callbacks=callbacks,
+        tracking=tracking,
+        config=config,
     )
     engine.fit()
     return task.trained_head()
