@@ -8,6 +8,8 @@ import pytest
 from engine_tasks import (
     REPORTS,
     EngineCase,
+    finetune_case,
+    finetune_manifest,
     pretrain_case,
     pretrain_manifest,
     report_case,
@@ -16,7 +18,7 @@ from engine_tasks import (
     segmentation_manifest,
 )
 
-ENGINE_TASKS = ("segmentation", "report", "pretrain")
+ENGINE_TASKS = ("segmentation", "report", "pretrain", "finetune")
 """Every task on the engine."""
 
 
@@ -32,6 +34,7 @@ def engine_data(tmp_path_factory: pytest.TempPathFactory, tiny_encoder_dir: Path
         "segmentation": segmentation_manifest(root / "segmentation"),
         "report": report_manifest(root / "report"),
         "pretrain": pretrain_manifest(root / "pretrain"),
+        "finetune": finetune_manifest(root / "finetune"),
         "language_model": language_model,
         "cache": root / "feature-cache",
     }
@@ -51,6 +54,11 @@ def report_engine_case(engine_data: dict[str, Path], tiny_encoder_dir: Path) -> 
 @pytest.fixture
 def pretrain_engine_case(engine_data: dict[str, Path]) -> EngineCase:
     return pretrain_case(engine_data["pretrain"])
+
+
+@pytest.fixture
+def finetune_engine_case(engine_data: dict[str, Path], tiny_encoder_dir: Path) -> EngineCase:
+    return finetune_case(engine_data["finetune"], tiny_encoder_dir)
 
 
 @pytest.fixture(params=ENGINE_TASKS)

@@ -12,7 +12,6 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +19,6 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from raddino.training import Callback
-from raddino.training.tracking import TrackingConfig
 
 
 class Killed(RuntimeError):
@@ -101,8 +99,7 @@ class EngineCase:
 
     Attributes:
         name: Test id.
-        train: ``(out, callbacks, overwrite, tracking=None)`` trains into ``out`` (resuming what is there),
-            tracked as the ``TrackingConfig`` says.
+        train: ``(out, callbacks, overwrite)`` trains into ``out`` (resuming what is there).
         run_folder: The engine's run folder inside ``out``.
         views: CSV views (inside the run folder) derived from ``metrics.jsonl``.
         weights: The trained weights a finished run leaves in ``out``.
@@ -111,7 +108,7 @@ class EngineCase:
     """
 
     name: str
-    train: Callable[..., object]
+    train: Callable[[Path, Sequence[Callback], bool], object]
     run_folder: Callable[[Path], Path]
     views: tuple[str, ...]
     weights: Callable[[Path], dict[str, torch.Tensor]]
@@ -126,9 +123,7 @@ def segmentation_case(data: Path, encoder: Path) -> EngineCase:
 
     training = dict(epochs=3, batch_size=4, lr=5e-3, augment=True)
 
-    def train(
-        out: Path, callbacks: Sequence[Callback], overwrite: bool = False, tracking: Any = None
-    ) -> object:
+    def train(out: Path, callbacks: Sequence[Callback], overwrite: bool = False) -> object:
         config = SegmentConfig(
             input=str(data),
             model=str(encoder),
@@ -140,7 +135,6 @@ def segmentation_case(data: Path, encoder: Path) -> EngineCase:
             progress=False,
             overwrite=overwrite,
             training=SegTraining(**training),  # type: ignore[arg-type]
-            tracking=tracking or TrackingConfig(),
         )
         return run_segment(config, callbacks)
 
@@ -164,9 +158,7 @@ def report_case(data: Path, encoder: Path, language_model: Path, cache: Path) ->
 
     features = FeatureConfig(model=str(encoder), cache_dir=str(cache), device="cpu", num_workers=0)
 
-    def train(
-        out: Path, callbacks: Sequence[Callback], overwrite: bool = False, tracking: Any = None
-    ) -> object:
+    def train(out: Path, callbacks: Sequence[Callback], overwrite: bool = False) -> object:
         config = ReportTrainConfig(
             input=str(data),
             language_model=str(language_model),
@@ -180,7 +172,6 @@ def report_case(data: Path, encoder: Path, language_model: Path, cache: Path) ->
             learning_rate=3e-3,
             device="cpu",
             overwrite=overwrite,
-            tracking=tracking or TrackingConfig(),
         )
         return train_report_model(config, callbacks)
 
@@ -216,11 +207,8 @@ def pretrain_case(data: Path) -> EngineCase:
     from raddino.pretrain.config import load_pretrain_config
     from raddino.pretrain.train import pretrain
 
-    def train(
-        out: Path, callbacks: Sequence[Callback], overwrite: bool = False, tracking: Any = None
-    ) -> object:
+    def train(out: Path, callbacks: Sequence[Callback], overwrite: bool = False) -> object:
         config = load_pretrain_config(PRETRAIN_CONFIG, [f"train.dataset_path={data}"])
-        config.tracking = tracking or TrackingConfig()
 
         def on_step(done: int, record: object) -> None:
             for callback in callbacks:
@@ -237,3 +225,40 @@ def pretrain_case(data: Path) -> EngineCase:
         return ["pretrain", "--config", str(PRETRAIN_CONFIG), "--out", str(out), "--data", str(data)]
 
     return EngineCase("pretrain", train, lambda out: out, (), weights, kill_at=6, cli=cli)
+
+
+def finetune_manifest(folder: Path) -> Path:
+    """32 small labelled phantoms (train / val / test by subject)."""
+    from raddino.data.phantoms import generate_phantoms
+
+    return generate_phantoms(folder, n=32, size=64, seed=1, workers=1, masks=False, progress=False)
+
+
+def finetune_case(data: Path, encoder: Path) -> EngineCase:
+    """LoRA with adapter dropout, drop-path, augmentations and best-on-validation: 3 epochs of 3 steps of
+    2 micro-batches; checkpoints at epoch ends."""
+    from raddino.finetune import EncoderLora, FinetuneConfig, run_finetune
+
+    def train(
+        out: Path, callbacks: Sequence[Callback], overwrite: bool = False, tracking: object = None
+    ) -> object:
+        config = FinetuneConfig(
+            input=str(data), model=str(encoder), out=str(out), modes=["lora"], labels=["cardiomegaly"],
+            lora=EncoderLora(rank=2, dropout=0.1), drop_path=0.1, epochs=3, batch_size=8, micro_batch_size=4,
+            lr=1e-3, device="cpu", progress=False, bootstrap=0, overwrite=overwrite,
+        )  # fmt: skip
+        return run_finetune(config, callbacks)
+
+    def weights(out: Path) -> dict[str, torch.Tensor]:
+        encoder_state = load_file(str(out / "lora" / "encoder" / "model.safetensors"))
+        head = load_file(str(out / "lora" / "head.safetensors"))
+        return {f"encoder.{k}": v for k, v in encoder_state.items()} | {
+            f"head.{k}": v for k, v in head.items()
+        }
+
+    def cli(out: Path) -> list[str]:
+        return ["finetune", str(data), "--model", str(encoder), "--out", str(out), "--mode", "lora",
+                "--labels", "cardiomegaly", "--epochs", "3", "--device", "cpu"]  # fmt: skip
+
+    views = ("train_log.csv", "val_log.csv")
+    return EngineCase("finetune", train, lambda out: out / "lora", views, weights, kill_at=4, cli=cli)

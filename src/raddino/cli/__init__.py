@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "raddino.cli.evaluate",
     "raddino.cli.report",
     "raddino.cli.pretrain",
+    "raddino.cli.finetune",
     "raddino.cli.stats",
     "raddino.cli.viz",
     "raddino.cli.ablate",

@@ -73,10 +73,9 @@ def load_results(sources: Sequence[str], names: Sequence[str] = ()) -> list[Resu
             raise CompareError(f"{path}: not a readable JSON file: {error}") from error
         if not isinstance(payload, dict) or "summary" not in payload or "task" not in payload:
             continue  # other JSON files (search results, configs) are not comparison inputs
+        task = str(payload.get("compare_as", payload["task"]))  # a fine-tuned row sits in the probe's table
         entries.append(
-            ResultEntry(
-                payload["task"], str(payload.get("encoder", path.parent.name)), payload["summary"], path
-            )
+            ResultEntry(task, str(payload.get("encoder", path.parent.name)), payload["summary"], path)
         )
     if not entries:
         raise CompareError(f"no evaluation results (JSON with 'task' and 'summary') in {list(sources)}")
