@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from raddino.training import Callback
+from raddino.training.tracking import TrackingConfig
 
 
 class Killed(RuntimeError):
@@ -99,7 +101,8 @@ class EngineCase:
 
     Attributes:
         name: Test id.
-        train: ``(out, callbacks, overwrite)`` trains into ``out`` (resuming what is there).
+        train: ``(out, callbacks, overwrite, tracking=None)`` trains into ``out`` (resuming what is there),
+            tracked as the ``TrackingConfig`` says.
         run_folder: The engine's run folder inside ``out``.
         views: CSV views (inside the run folder) derived from ``metrics.jsonl``.
         weights: The trained weights a finished run leaves in ``out``.
@@ -108,7 +111,7 @@ class EngineCase:
     """
 
     name: str
-    train: Callable[[Path, Sequence[Callback], bool], object]
+    train: Callable[..., object]
     run_folder: Callable[[Path], Path]
     views: tuple[str, ...]
     weights: Callable[[Path], dict[str, torch.Tensor]]
@@ -123,7 +126,9 @@ def segmentation_case(data: Path, encoder: Path) -> EngineCase:
 
     training = dict(epochs=3, batch_size=4, lr=5e-3, augment=True)
 
-    def train(out: Path, callbacks: Sequence[Callback], overwrite: bool = False) -> object:
+    def train(
+        out: Path, callbacks: Sequence[Callback], overwrite: bool = False, tracking: Any = None
+    ) -> object:
         config = SegmentConfig(
             input=str(data),
             model=str(encoder),
@@ -135,6 +140,7 @@ def segmentation_case(data: Path, encoder: Path) -> EngineCase:
             progress=False,
             overwrite=overwrite,
             training=SegTraining(**training),  # type: ignore[arg-type]
+            tracking=tracking or TrackingConfig(),
         )
         return run_segment(config, callbacks)
 
@@ -158,7 +164,9 @@ def report_case(data: Path, encoder: Path, language_model: Path, cache: Path) ->
 
     features = FeatureConfig(model=str(encoder), cache_dir=str(cache), device="cpu", num_workers=0)
 
-    def train(out: Path, callbacks: Sequence[Callback], overwrite: bool = False) -> object:
+    def train(
+        out: Path, callbacks: Sequence[Callback], overwrite: bool = False, tracking: Any = None
+    ) -> object:
         config = ReportTrainConfig(
             input=str(data),
             language_model=str(language_model),
@@ -172,6 +180,7 @@ def report_case(data: Path, encoder: Path, language_model: Path, cache: Path) ->
             learning_rate=3e-3,
             device="cpu",
             overwrite=overwrite,
+            tracking=tracking or TrackingConfig(),
         )
         return train_report_model(config, callbacks)
 
@@ -207,8 +216,11 @@ def pretrain_case(data: Path) -> EngineCase:
     from raddino.pretrain.config import load_pretrain_config
     from raddino.pretrain.train import pretrain
 
-    def train(out: Path, callbacks: Sequence[Callback], overwrite: bool = False) -> object:
+    def train(
+        out: Path, callbacks: Sequence[Callback], overwrite: bool = False, tracking: Any = None
+    ) -> object:
         config = load_pretrain_config(PRETRAIN_CONFIG, [f"train.dataset_path={data}"])
+        config.tracking = tracking or TrackingConfig()
 
         def on_step(done: int, record: object) -> None:
             for callback in callbacks:
