@@ -66,7 +66,7 @@ def _model(folder: Path, config: Any) -> Path:
     from raddino.pretrain.export import export_run
 
     best = folder / "export" / "best"
-    if getattr(getattr(config, "validation", None), "every", None) and (best / "config.json").is_file():
+    if config.validation.every is not None and (best / "config.json").is_file():
         return best
     teacher = folder / "export" / "teacher"
     if not (teacher / "model.safetensors").is_file():

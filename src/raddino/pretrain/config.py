@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from raddino.config import ConfigError, load_config
 from raddino.data.augment import MultiCropConfig
+from raddino.pretrain.validation import ValidationProbeConfig
 from raddino.training.tracking import TrackingConfig
 
 ScalingRule = Literal["sqrt_wrt_1024", "linear_wrt_256", "none"]
@@ -189,6 +190,7 @@ class PretrainConfig:
     crops: MultiCropConfig = field(default_factory=MultiCropConfig)  # DINOv2 crops.* names + CXR ops
     train: TrainConfig = field(default_factory=TrainConfig)
     compute: ComputeConfig = field(default_factory=ComputeConfig)
+    validation: ValidationProbeConfig = field(default_factory=ValidationProbeConfig)  # early stopping
     tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow / W&B besides metrics.jsonl
 
     def __post_init__(self) -> None:

@@ -37,6 +37,7 @@ from raddino.pretrain.loader import Collator, move_batch
 from raddino.pretrain.meta_arch import SSLMetaArch, SSLNetwork
 from raddino.pretrain.param_groups import apply_schedules, build_param_groups
 from raddino.pretrain.sampler import StreamSampler
+from raddino.pretrain.validation import ValidationProbe, validation_due
 from raddino.training import (
     LossTerms,
     Optimization,
@@ -146,6 +147,7 @@ class PretrainTask(TaskBase):
         self.config, self.context = config, context
         self.dataset, self.failures = dataset, failures
         self.done = 0
+        self.validation: ValidationProbe | None = None  # set by pretrain() when validation.every is set
         self.saved_sampler: Mapping[str, Any] | None = None  # a resumed run's data position
 
     def build(self, device: torch.device) -> Optimization:
@@ -261,7 +263,12 @@ class PretrainTask(TaskBase):
         return {}
 
     def wants_checkpoint(self, done: int) -> bool:
-        return snapshot_due(self.config, done)
+        return snapshot_due(self.config, done) or validation_due(self.config, done)
+
+    @property
+    def finished(self) -> bool:
+        """True once the validation probe's patience has run out (``validation.patience``)."""
+        return self.validation is not None and self.validation.stopped
 
     def state_dict(self) -> dict[str, Any]:
         """Collective under FSDP2 (every rank calls it; rank 0 gets the full states)."""

@@ -34,6 +34,8 @@ from raddino.pretrain.dataset import PretrainDataset
 from raddino.pretrain.export import export_run
 from raddino.pretrain.loader import build_augmentation
 from raddino.pretrain.task import PretrainTask, snapshot_due
+from raddino.pretrain.validation import HISTORY as VALIDATION_HISTORY
+from raddino.pretrain.validation import ValidationProbe
 from raddino.training import Callback, Engine, Plan, RunFolder, resolve_precision
 from raddino.training.distributed import DistributedContext, init_distributed
 
@@ -145,7 +147,7 @@ def pretrain(
     if overwrite:
         if context.is_main:
             errors = [path.name for path in run.glob("errors*.csv")]
-            folder.clear(["export", *errors])
+            folder.clear(["export", "validation", VALIDATION_HISTORY, *errors])
         context.barrier()
     previous = folder.latest()
     if previous is not None and not resume:
@@ -164,6 +166,8 @@ def pretrain(
     if context.is_main:
         failures.begin()  # RUN/errors.csv exists, header only, while nothing failed
     task = PretrainTask(config, context, dataset, failures)
+    if config.validation.every is not None:  # early stopping by a validation probe (Figure 2)
+        task.validation = ValidationProbe(config, run, context.is_main)
     plan = Plan(
         total_steps=config.total_iterations,
         checkpoint_every=config.train.checkpoint_period,
@@ -171,7 +175,11 @@ def pretrain(
         keep_checkpoints=config.train.keep_checkpoints,
         log_every=config.train.log_period,
     )
-    callbacks = [_snapshots(config, folder, context), *([on_step] if on_step is not None else [])]
+    callbacks: list[Callback] = [
+        _snapshots(config, folder, context),
+        *([task.validation] if task.validation is not None else []),
+        *([on_step] if on_step is not None else []),
+    ]
     engine = Engine(
         task,
         folder,
