@@ -252,12 +252,13 @@ def finetune_case(data: Path, encoder: Path) -> EngineCase:
     from raddino.finetune import EncoderLora, FinetuneConfig, run_finetune
 
     def train(
-        out: Path, callbacks: Sequence[Callback], overwrite: bool = False, tracking: object = None
+        out: Path, callbacks: Sequence[Callback], overwrite: bool = False, tracking: Any = None
     ) -> object:
         config = FinetuneConfig(
             input=str(data), model=str(encoder), out=str(out), modes=["lora"], labels=["cardiomegaly"],
             lora=EncoderLora(rank=2, dropout=0.1), drop_path=0.1, epochs=3, batch_size=8, micro_batch_size=4,
             lr=1e-3, device="cpu", progress=False, bootstrap=0, overwrite=overwrite,
+            tracking=tracking or TrackingConfig(),
         )  # fmt: skip
         return run_finetune(config, callbacks)
 

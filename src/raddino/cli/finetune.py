@@ -33,6 +33,7 @@ def _finetune_spec() -> ConfigCommand:
     from raddino.finetune import FinetuneConfig
     from raddino.io.state_file import StateFileError
     from raddino.training import NonFiniteLossError, TrainingError
+    from raddino.training.tracking import TRACKING_OPTIONS
 
     lora = {f"lora.{name}": f"lora_{name}" for name in ("rank", "alpha", "dropout", "export")}
     return ConfigCommand(
@@ -40,7 +41,7 @@ def _finetune_spec() -> ConfigCommand:
         FinetuneConfig,
         _finetune,
         arguments=("input",),
-        promote={**lora, "lora.target_modules": "lora_targets"},
+        promote={**lora, "lora.target_modules": "lora_targets", **TRACKING_OPTIONS},
         rename={"modes": "mode"},
         short={"model": "-m", "out": "-o"},
         errors=(StateFileError, TrainingError, ValueError, OSError),

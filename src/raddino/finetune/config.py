@@ -15,6 +15,7 @@ from raddino.evaluate.labels import UncertainPolicy
 from raddino.evaluate.segmentation.heads import HeadName
 from raddino.training import Precision
 from raddino.training.distributed import DeviceName
+from raddino.training.tracking import TrackingConfig
 
 Mode = Literal["frozen", "last-k", "lora", "full"]
 MODES: tuple[Mode, ...] = ("frozen", "last-k", "lora", "full")
@@ -159,6 +160,8 @@ class FinetuneConfig:
     """Show progress bars."""
     overwrite: bool = False
     """Discard earlier runs in ``out`` instead of resuming them."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    """MLflow or W&B besides metrics.jsonl (--tracking, --tracking-uri); one tracked run per mode."""
 
     def __post_init__(self) -> None:
         if not self.modes:

@@ -12,6 +12,7 @@ Under ``torchrun`` every process runs this same command (DDP, or FSDP2 for ``ful
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -83,6 +84,7 @@ class FinetuneResult:
 def _fingerprint(config: FinetuneConfig, mode: Mode, data: FinetuneData) -> str:
     settings = config_to_dict(config)
     for key in (
+        "tracking",
         "out",
         "modes",
         "progress",
@@ -199,6 +201,10 @@ def _train_mode(
         progress=config.progress,
         fingerprint=fingerprint,
         advice="lower lr or raise warmup_epochs",
+        tracking=dataclasses.replace(
+            config.tracking, run_name=config.tracking.run_name or f"{Path(config.out).name}-{mode}"
+        ),
+        config=config,
     )
     fit = engine.fit()
     epochs = max((fit.step - fit.start) / task.steps_per_epoch, 1e-9)
