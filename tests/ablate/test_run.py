@@ -86,9 +86,12 @@ def test_sweep_writes_run_folders_and_resumes_point_by_point(phantoms: Path, tmp
     assert [row["resolution"] for row in macro] == ["42", "56", "28"]
 
 
-def test_data_size_points_pretrain_on_nested_subsets(phantoms: Path, tmp_path: Path) -> None:
+def test_data_size_points_pretrain_on_nested_subsets_with_early_stopping(
+    phantoms: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "sizes"
-    run_ablation(_settings(phantoms, out, "data-size", ["0.5", "1.0"], "groups=[]"))
+    early_stopping = ["validation.every=2", "validation.split=train", "validation.labels=[no_finding]"]
+    run_ablation(_settings(phantoms, out, "data-size", ["0.5", "1.0"], "groups=[]", *early_stopping))
     subsets = {}
     for size in ("0.5", "1.0"):
         with open(out / "data" / f"data-size-{size}.csv", newline="") as handle:
@@ -97,7 +100,12 @@ def test_data_size_points_pretrain_on_nested_subsets(phantoms: Path, tmp_path: P
     assert len(subsets["1.0"]) == 30
     saved = (out / "points" / "data-size-0.5_seed0" / "config.yaml").read_text()
     assert "data-size-0.5.csv" in saved
-    assert json.loads((out / "points" / "data-size-0.5_seed0" / "point.json").read_text())["images"] == 15
+    record = json.loads((out / "points" / "data-size-0.5_seed0" / "point.json").read_text())
+    assert record["images"] == 15
+    # early stopping on: the validation probe read the evaluation manifest, the best teacher is evaluated
+    assert saved.count(f"labels_path: {phantoms}") == 1
+    assert record["model"].endswith("export/best")
+    assert (out / "points" / "data-size-0.5_seed0" / "validation.jsonl").is_file()
 
 
 @pytest.mark.parametrize(
@@ -117,3 +125,15 @@ def test_bad_input_is_one_line(phantoms: Path, tmp_path: Path, words: list[str],
     lines = [line for line in result.output.splitlines() if line.startswith("error")]
     assert len(lines) == 1
     assert message in lines[0]
+
+
+@pytest.mark.slow
+def test_a_queue_of_two_processes_runs_the_points(phantoms: Path, tmp_path: Path) -> None:
+    out = tmp_path / "queue"
+    result = run_ablation(_settings(phantoms, out, "objective", ["full", "no-koleo"], "parallel=2"))
+    assert result.ran == ["objective-full_seed0", "objective-no-koleo_seed0"]
+    saved = (out / "points" / "objective-no-koleo_seed0" / "config.yaml").read_text()
+    assert "koleo_loss_weight: 0.0" in saved
+    with open(out / "points.csv", newline="") as handle:
+        assert [row["objective"] for row in csv.DictReader(handle)] == ["full", "no-koleo"]
+    assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"

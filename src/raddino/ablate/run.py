@@ -84,6 +84,9 @@ def plan_jobs(settings: AblateRun) -> list[PointJob]:
     """
     out = Path(settings.out)
     tree = settings.pretrain_tree()
+    if tree["validation"]["every"] is not None and not tree["validation"]["labels_path"]:
+        # the pool holds no validation subject: the validation probe reads the evaluation's val split
+        tree["validation"]["labels_path"] = settings.evaluation
     flat = {f"crops.{key}": value for key, value in tree["crops"].items()}
     points = make_points(settings.sweep, list(settings.values), list(settings.seeds), flat)
     held_out = held_out_subjects(settings.evaluation, settings.split_ratios, settings.split_seed)
