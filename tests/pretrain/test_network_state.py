@@ -9,7 +9,7 @@ from raddino.models import DINOHead, Encoder
 from raddino.models.dino_head import dino_head_from_state_dict
 from raddino.pretrain.checkpoint import CheckpointError
 from raddino.pretrain.export import _encoder_from_state
-from raddino.pretrain.meta_arch import SSLNetwork, rename_legacy_parts, split_network_state
+from raddino.pretrain.meta_arch import SSLNetwork, call_named, rename_legacy_parts, split_network_state
 from raddino.pretrain.param_groups import build_param_groups
 
 
@@ -72,7 +72,7 @@ def test_a_checkpoint_with_the_former_names_loads_into_todays_network_and_optimi
     optimizer = torch.optim.AdamW(build_param_groups(network.encoder, network.heads()))
     masks = torch.zeros(2, 16, dtype=torch.bool)
     masks[:, :3] = True  # so the mask token and the iBOT head have gradients and optimiser states too
-    outputs = network(torch.rand(2, 3, 56, 56), None, masks, masks.flatten().nonzero().squeeze(1))
+    outputs = call_named(network, torch.rand(2, 3, 56, 56), None, masks, masks.flatten().nonzero().squeeze(1))
     (outputs["global_logits"].square().sum() + outputs["patch_logits"].square().sum()).backward()
     optimizer.step()
 

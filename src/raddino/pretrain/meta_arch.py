@@ -71,8 +71,8 @@ class SSLNetwork(nn.Module):
 
     def _head_logits(
         self, global_cls: torch.Tensor, local_cls: torch.Tensor | None, patch_tokens: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Global, local and patch logits from one call of each head.
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The DINO head's logits of every token it sees, and the iBOT head's, from one call of each.
 
         Every token the DINO head sees (global and local CLS, and the masked patches when iBOT shares it,
         as DINOv2) goes through it in one batch, so its weight-normalised prototype matrix is formed once
@@ -87,14 +87,8 @@ class SSLNetwork(nn.Module):
             patch_logits = self.ibot_head(patch_tokens)  # (M, K')
         elif patch_tokens is not None:
             dino_inputs.append(patch_tokens)  # (M, D)
-        sizes = [tokens.shape[0] for tokens in dino_inputs]
         logits = self.dino_head(torch.cat(dino_inputs) if len(dino_inputs) > 1 else global_cls)
-        parts = list(logits.split(sizes))  # (2B, K), then (nB, K), then (M, K)
-        global_logits = parts.pop(0)
-        local_logits = parts.pop(0) if local_cls is not None else None
-        if patch_tokens is not None and patch_logits is None:
-            patch_logits = parts.pop(0)
-        return global_logits, local_logits, patch_logits
+        return logits, patch_logits  # (2B [+ nB] [+ M], K): the rows in the order above; (M, K') or None
 
     def forward(
         self,
@@ -103,7 +97,12 @@ class SSLNetwork(nn.Module):
         masks: torch.Tensor | None = None,
         mask_indices: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Logits of every crop.
+        """Every crop's tokens and logits as whole tensors; :meth:`named_outputs` names their parts.
+
+        Under FSDP2 this is the root unit, whose outputs get the pre-backward hooks; a view among them
+        (the CLS column of the tokens, one crop size's rows of the logits) makes FSDP2 warn that an
+        in-place op on it would skip the all-gather. So no output is a view: the parts are views taken
+        after the call (:func:`call_named`).
 
         Args:
             global_crops: (2B, 3, S, S), crop-major.
@@ -112,25 +111,51 @@ class SSLNetwork(nn.Module):
             mask_indices: (M,) flat indices into the (2B·N) patch tokens whose iBOT logits to return.
 
         Returns:
-            ``global_cls`` (2B, D) encoder CLS tokens, ``global_patches`` (2B, N, D) encoder patch tokens,
-            ``global_logits`` (2B, K), ``local_logits`` (nB, K) when local crops are given,
-            ``patch_logits`` (M, K') when ``mask_indices`` is given.
+            ``global_cls`` (2B, D), ``global_patch_grid`` (2B, D, h, w), ``logits`` (2B + nB [+ M], K)
+            of the DINO head (global CLS, local CLS, then the masked patches when iBOT shares the head),
+            ``patch_logits`` (M, K') from a separate iBOT head.
         """
         features = self.encoder(global_crops, masks)
-        sequence = features.patch_sequence  # (2B, N, D)
         patch_tokens = None
         if mask_indices is not None:
-            patch_tokens = sequence.flatten(0, 1).index_select(0, mask_indices)  # (M, D)
+            patch_tokens = features.patch_sequence.flatten(0, 1).index_select(0, mask_indices)  # (M, D)
         local_cls = None
         if local_crops is not None and local_crops.shape[0] > 0:
             local_cls = self.encoder(local_crops).cls  # (nB, D)
-        global_logits, local_logits, patch_logits = self._head_logits(features.cls, local_cls, patch_tokens)
-        outputs = {"global_cls": features.cls, "global_patches": sequence, "global_logits": global_logits}
+        logits, patch_logits = self._head_logits(features.cls, local_cls, patch_tokens)
+        outputs = {
+            "global_cls": features.cls.clone(),  # (2B, D): a copy of the CLS column, not a view of it
+            "global_patch_grid": features.patch_tokens,  # (2B, D, h, w), its own tensor
+            "logits": logits,
+        }
         if patch_logits is not None:
             outputs["patch_logits"] = patch_logits
-        if local_logits is not None:
-            outputs["local_logits"] = local_logits
         return outputs
+
+    @staticmethod
+    def named_outputs(outputs: dict[str, torch.Tensor], n_local: int, patches: bool) -> Batch:
+        """``global_cls``, ``global_patches`` (2B, N, D), ``global_logits`` (2B, K), ``local_logits``
+        (nB, K) when ``n_local``, ``patch_logits`` (M, K') when ``patches`` (mask indices were given)."""
+        n_global = outputs["global_cls"].shape[0]
+        logits = outputs["logits"]
+        named = {
+            "global_cls": outputs["global_cls"],
+            "global_patches": outputs["global_patch_grid"].flatten(2).transpose(1, 2),
+            "global_logits": logits[:n_global],
+        }
+        if n_local:
+            named["local_logits"] = logits[n_global : n_global + n_local]
+        if patches:
+            named["patch_logits"] = outputs.get("patch_logits", logits[n_global + n_local :])
+        return named
+
+
+def call_named(network: nn.Module, *crops: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """``network(global_crops, local_crops, masks, mask_indices)`` (an :class:`SSLNetwork`, wrapped for
+    training or not) with its outputs named by :meth:`SSLNetwork.named_outputs`."""
+    local_crops, mask_indices = crops[1], crops[3]
+    n_local = local_crops.shape[0] if local_crops is not None else 0
+    return SSLNetwork.named_outputs(network(*crops), n_local, mask_indices is not None)
 
 
 class SSLObjective(nn.Module):
@@ -288,16 +313,14 @@ class SSLMetaArch(nn.Module):
         use_ibot = self.objective.use_ibot
         mask_indices = batch["mask_indices"] if use_ibot else None
         with torch.no_grad():
-            teacher_outputs = self.teacher(batch["global_crops"], None, None, mask_indices)
+            teacher_outputs = call_named(self.teacher, batch["global_crops"], None, None, mask_indices)
         network = self.student if student is None else student
         local_crops = batch.get("local_crops")
-        student_outputs = network(
-            batch["global_crops"], local_crops, batch["masks"] if use_ibot else None, mask_indices
-        )
+        masks = batch["masks"] if use_ibot else None
+        student_outputs = call_named(network, batch["global_crops"], local_crops, masks, mask_indices)
         losses = self.objective(student_outputs, teacher_outputs, batch, teacher_temp)
         if self.gram_teacher is None or not self.gram_teacher.loaded:
             return losses
-        masks = batch["masks"] if use_ibot else None
         gram = self.gram_teacher(student_outputs["global_patches"], batch["global_crops"], masks)
         terms = {**losses.terms, "gram": gram}
         return LossTerms(total=losses.total + gram_weight * gram, terms=terms)
