@@ -137,7 +137,7 @@ def reference(
 
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
     processor = AutoImageProcessor.from_pretrained(model_dir)
-    model = AutoModel.from_pretrained(model_dir, torch_dtype=dtype).to(device).eval()
+    model = AutoModel.from_pretrained(model_dir, dtype=dtype).to(device).eval()
 
     def one(path: Path) -> torch.Tensor:
         inputs = processor(images=Image.open(path), return_tensors="pt").to(device)
@@ -289,7 +289,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--images", type=int, default=None, help="images per path; default 12 CPU, 512 GPU")
+    parser.add_argument("--images", type=int, default=None, help="images per path; default 6 CPU, 512 GPU")
     parser.add_argument("--batch-size", type=int, default=None, help="default 4 on CPU, 64 on GPU")
     parser.add_argument("--image-side", type=int, default=1024, help="shorter side of the test PNGs")
     parser.add_argument("--precision", default=None, help="fp32 on CPU by default, bf16 on GPU")
@@ -304,7 +304,7 @@ def main() -> None:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = device.type == "cuda"
-    count = args.images = args.images or (512 if gpu else 12)
+    count = args.images = args.images or (512 if gpu else 6)
     args.batch_size = args.batch_size or (64 if gpu else 4)
     args.precision = args.precision or ("bf16" if gpu else "fp32")
     with tempfile.TemporaryDirectory() as scratch:

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_tiny_mode_measures_every_setting_and_writes_its_section(tmp_path: Path) -> None:
     results_file, benchmarks_file = tmp_path / "gpu.json", tmp_path / "BENCHMARKS.md"
     benchmarks_file.write_text("# Benchmarks\n\n<!-- BEGIN other -->\nkept\n<!-- END other -->\n")
-    command = [sys.executable, "benchmarks/gpu.py", "--tiny", "--json", str(results_file)]
+    command = [sys.executable, "benchmarks/gpu.py", "--tiny", "--json", str(results_file), "--settings"]
+    command += list(SETTINGS)
     command += ["--benchmarks-file", str(benchmarks_file)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     done = subprocess.run(
