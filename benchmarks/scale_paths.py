@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DIM = 768
 PART_ROWS = 1024
 DONE_FRACTION = 0.9
+LINKS_PER_FILE = 30_000  # two uses (inputs, outputs) per seed file stay under ext4's 65,000
 
 
 def _path(index: int) -> str:
@@ -76,8 +77,9 @@ def make_data(folder: Path, count: int, fresh: list[int]) -> dict[str, float]:
         cls = torch.from_numpy(rng.normal(size=(len(ids), DIM)).astype(np.float32))
         writer.add(ids, [f"{row_id}.png" for row_id in ids], {"cls": cls})
     writer.flush()
-    seed = folder / "seed.png"
-    write_png(seed, np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16))
+    seeds = [folder / f"seed{number}.png" for number in range(count // LINKS_PER_FILE + 1)]
+    for seed in seeds:  # a file takes at most 65,000 hard links (ext4)
+        write_png(seed, np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16))
     for name, rows, under in [*((f"fresh{n}", n, "in") for n in fresh), ("done", count, "done/out/in")]:
         (folder / under).mkdir(parents=True, exist_ok=True)
         with open(folder / f"{name}.csv", "w", encoding="utf-8") as handle:
@@ -88,7 +90,7 @@ def make_data(folder: Path, count: int, fresh: list[int]) -> dict[str, float]:
         for i in range(rows if under != "in" else max(fresh)):
             target = folder / under / _path(i)
             if not target.exists():
-                os.link(seed, target)
+                os.link(seeds[i // LINKS_PER_FILE], target)
     return {"seconds": time.perf_counter() - started}
 
 
@@ -237,6 +239,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds")
     parser.add_argument("--work", type=Path, default=None, help="folder for the data (default: a temporary)")
     parser.add_argument("--json", type=Path, default=None, help="also write the measurements here")
+    parser.add_argument("--from-json", type=Path, default=None, help="render an earlier run's JSON instead")
     parser.add_argument("--write", action="store_true", help="write the section of BENCHMARKS.md")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
@@ -253,12 +256,25 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.data, args.size)))
         return
-    started = time.perf_counter()
-    results = measure(args.work or Path(tempfile.mkdtemp(prefix="raddino-scale-paths-")), args)
-    run = {"command": command_line(), "revision": _revision(), "against": args.against, "results": results}
-    run["minutes"] = (time.perf_counter() - started) / 60
+    if args.from_json:  # render an earlier run's measurements again
+        run = json.loads(args.from_json.read_text(encoding="utf-8"))
+        args.size, args.fresh, args.rounds, args.against = (
+            run[key] for key in ("size", "fresh", "rounds", "against")
+        )
+    else:
+        started = time.perf_counter()
+        results = measure(args.work or Path(tempfile.mkdtemp(prefix="raddino-scale-paths-")), args)
+        run = {
+            "command": command_line(),
+            "revision": _revision(),
+            "against": args.against,
+            "results": results,
+        }
+        run.update(size=args.size, fresh=args.fresh, rounds=args.rounds)
+        run["minutes"] = (time.perf_counter() - started) / 60
     if args.json:
         args.json.write_text(json.dumps(run, indent=2), encoding="utf-8")
+    results = run["results"]
     fresh = " and ".join(f"{n:,}" for n in args.fresh)
     body = SECTION.format(
         against=f"`{args.against}`",
@@ -267,7 +283,7 @@ def main() -> None:
         size=args.size,
         table=table(results, args.size, args.fresh),
     )
-    body += f"\nWhole run: {run['minutes']:.1f} minutes at revision {run['revision']}.\n"
+    body += f"\nWhole run: {run['minutes']:.1f} minutes at revision {run['revision']}; `{run['command']}`.\n"
     print(body)
     if args.write:
         write_section("scale_paths", body)
