@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from raddino.data.preprocess import InferencePreprocessor, PreprocessConfig
 from raddino.data.splits import Splits, resolve_splits
@@ -28,6 +27,7 @@ from raddino.finetune.config import FinetuneConfig
 from raddino.io.failures import FailureLog
 from raddino.io.images import read_image
 from raddino.io.manifest import ManifestError, load_inputs
+from raddino.io.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ def load_finetune_data(
         labels = labels[keep]
     transform = InferencePreprocessor(preprocess)
     pixels, targets, known, kept_rows = [], [], [], []
-    for index, row in enumerate(tqdm(rows, desc="read images", unit="img", disable=not config.progress)):
+    reading = progress_bar(rows, desc="read images", unit="img", disable=not config.progress)
+    for index, row in enumerate(reading):
         path = manifest.resolve(row)
         try:
             if config.task == "segment":

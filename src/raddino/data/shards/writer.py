@@ -52,6 +52,7 @@ from raddino.io.failures import FailureLog
 from raddino.io.images import read_image
 from raddino.io.manifest import Manifest, load_inputs
 from raddino.io.png import to_integer
+from raddino.io.progress import progress_bar
 
 
 @dataclass
@@ -348,7 +349,7 @@ def write_shards(
     ordered = _in_row_order(iter(results), [task.row for task in tasks])
     counts: list[int] = []
     written = 0
-    bar = tqdm(total=len(tasks), unit="img", desc="shard", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(tasks), unit="img", desc="shard", disable=not progress, dynamic_ncols=True)
     try:
         for number, rows in enumerate(groups):
             index = finished.get(number) or _write_shard(
