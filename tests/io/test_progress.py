@@ -100,3 +100,16 @@ def test_a_command_writing_to_a_log_shows_plain_lines(tmp_path, capsys: pytest.C
     assert progress[0].startswith("phantoms: 3/3 img (100%), ")
     assert progress[0].endswith(" elapsed")
     assert not any("\r" in line or "█" in line for line in lines)
+
+
+def test_every_command_draws_progress_through_the_one_helper() -> None:
+    """A direct ``tqdm(...)`` would bring back one log line per update in batch jobs."""
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "src" / "raddino"
+    direct = [
+        str(path.relative_to(package))
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "progress.py" and "tqdm(" in path.read_text(encoding="utf-8")
+    ]
+    assert direct == []
