@@ -130,3 +130,24 @@ def test_masks_follow_the_image_geometry() -> None:
     assert moved_masks is not None
     agreement = ((moved[:, :1] > 0.5) == (moved_masks > 0.5)).float().mean()
     assert agreement > 0.97
+
+
+def test_the_head_standardises_the_starting_encoders_training_features(
+    make_config: Callable[..., FinetuneConfig],
+) -> None:
+    from raddino.finetune.network import pooled_features
+
+    config = make_config()
+    data = load_finetune_data(config, preprocess_for(config), FailureLog(Path(config.out) / "errors.csv"))
+    task = FinetuneTaskRunner(config, "frozen", data, CPU)
+    network, _ = task.make_network(CPU.device)
+    with torch.no_grad():
+        pooled = pooled_features(
+            network.encoder.eval(), data.pixels[torch.as_tensor(task.train_rows)].float()
+        )
+        standardised = network.head[0](pooled)  # (N, 2D)
+    varied = pooled.std(dim=0) > 1e-2  # near-constant dimensions of the random test encoder: rounding
+    assert int(varied.sum()) >= pooled.shape[1] // 2  # the patch means at least
+    means, stds = standardised.mean(dim=0)[varied], standardised.std(dim=0, unbiased=False)[varied]
+    torch.testing.assert_close(means, torch.zeros_like(means), atol=1e-3, rtol=0)
+    torch.testing.assert_close(stds, torch.ones_like(stds), atol=1e-3, rtol=0)

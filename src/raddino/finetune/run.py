@@ -102,6 +102,7 @@ def _fingerprint(config: FinetuneConfig, mode: Mode, data: FinetuneData) -> str:
 
 
 def _peak_memory_mib(device: torch.device) -> dict[str, float]:
+    """The process's peak so far: GPU memory allocated by torch on CUDA, else the resident set size."""
     if device.type == "cuda":
         return {"peak_gpu_mib": torch.cuda.max_memory_allocated(device) / 2**20}
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
@@ -189,6 +190,7 @@ def _train_mode(
     precision = resolve_precision(config.precision, context.device)
     if context.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(context.device)
+    before = _peak_memory_mib(context.device)
     started = time.perf_counter()
     engine = Engine(
         task,
@@ -211,6 +213,7 @@ def _train_mode(
     timing = {
         "seconds_per_epoch": (time.perf_counter() - started) / epochs,
         **_peak_memory_mib(context.device),
+        "peak_before_training_mib": next(iter(before.values())),  # data loaded, nothing trained yet
     }
     if not fit.complete:
         return None

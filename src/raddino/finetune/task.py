@@ -27,7 +27,7 @@ from raddino.finetune.augment import augment_batch
 from raddino.finetune.config import FinetuneConfig, Mode
 from raddino.finetune.data import FinetuneData
 from raddino.finetune.modes import frozen_modules, prepare_encoder
-from raddino.finetune.network import FinetuneNetwork
+from raddino.finetune.network import FinetuneNetwork, feature_statistics
 from raddino.models import load_encoder
 from raddino.pretrain.param_groups import build_param_groups
 from raddino.training import LossTerms, Optimization, Schedules, StepResult, TaskBase, cosine_schedule
@@ -105,6 +105,10 @@ class FinetuneTaskRunner(TaskBase):
         model in mode lora."""
         config = self.config
         encoder = load_encoder(config.model)
+        statistics = None
+        if config.task == "classify":
+            train_pixels = self.data.pixels[torch.as_tensor(self.train_rows)]
+            statistics = feature_statistics(encoder.to(device), train_pixels, config.micro_batch, device)
         encoder.set_drop_path(config.drop_path if self.mode != "frozen" else 0.0)
         adapted = prepare_encoder(encoder, self.mode, config.last_k, config.lora)
         frozen = frozen_modules(encoder, self.mode, config.last_k)
@@ -117,6 +121,7 @@ class FinetuneTaskRunner(TaskBase):
             config.layers,
             frozen,
             seed=config.seed,
+            statistics=statistics,
         )
         return network.to(device), adapted
 
