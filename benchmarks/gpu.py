@@ -41,7 +41,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import embed as embed_paths
 from benchmarks.flops import ViTShape, config_step_flops, vit_forward_flops
-from benchmarks.pretrain import synthetic_batch
 from benchmarks.report import BENCHMARKS_FILE, write_section
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -107,6 +106,7 @@ def run_setting(name: str, steps: int, warmup: int, tiny: bool) -> dict[str, flo
 
     import torch.distributed as dist
 
+    from benchmarks.pretrain import synthetic_batch
     from raddino.pretrain.task import PretrainTask
     from raddino.training import MixedPrecision, optimization_step
     from raddino.training.distributed import DistributedContext

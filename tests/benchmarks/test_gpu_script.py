@@ -42,3 +42,20 @@ def test_tiny_mode_measures_every_setting_and_writes_its_section(tmp_path: Path)
     assert "<!-- BEGIN gpu -->" in section
     assert "The GPU rows are unmeasured" in section
     assert "kept" in section  # other sections untouched
+
+
+def test_without_cuda_and_without_tiny_it_says_so_in_one_line() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the full check would run")
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == "benchmarks/gpu.py: no CUDA device here (use --tiny for the CPU check)"
