@@ -84,8 +84,12 @@ def test_sweep_writes_run_folders_and_resumes_point_by_point(phantoms: Path, tmp
     with open(out / "ablation.csv", newline="") as handle:
         macro = [row for row in csv.DictReader(handle) if row["metric"] == "macro_auprc"]
     assert [row["resolution"] for row in macro] == ["42", "56", "28"]
+    # a finished point is not reused under other settings
+    with pytest.raises(ValueError, match="finished with other pre-training or evaluation settings"):
+        run_ablation(_settings(phantoms, out, "resolution", ["42"], "probe_epochs=3"))
 
 
+@pytest.mark.slow
 def test_data_size_points_pretrain_on_nested_subsets_with_early_stopping(
     phantoms: Path, tmp_path: Path
 ) -> None:

@@ -38,6 +38,15 @@ def test_resolution_points_set_both_crops_keeping_the_local_ratio() -> None:
     assert points[2].overrides["crops.local_crops_size"] == 224
 
 
+def test_resolution_sets_the_position_grid_where_the_config_sizes_it() -> None:
+    base = {"student.arch_overrides": {"hidden_size": 64, "image_size": 112}}
+    point = make_points("resolution", ["224"], [0], base)[0]
+    assert point.overrides["student.arch_overrides"] == {"hidden_size": 64, "image_size": 224}
+    config = point_config(config_to_dict(PretrainConfig()), point.overrides)
+    assert config.student.arch_overrides["image_size"] == 224
+    assert "student.arch_overrides" not in make_points("resolution", ["224"], [0], {})[0].overrides
+
+
 def test_objective_init_and_dotted_points() -> None:
     objective = {p.value: p.overrides for p in make_points("objective", ["full", "no-ibot", "no-koleo"], [0])}
     assert objective["no-ibot"]["ibot.loss_weight"] == 0.0

@@ -3,11 +3,14 @@
 ``POINT/`` is a normal ``raddino pretrain`` run folder (``config.yaml``, ``checkpoints/``,
 ``metrics.jsonl``, ``export/teacher``) with the evaluations in ``POINT/eval/`` and ``POINT/point.json``,
 written last and atomically: a point with ``point.json`` is finished and skipped by a rerun; one without
-resumes from its newest checkpoint, and its probe reuses the seeds it finished.
+resumes from its newest checkpoint, and its probe reuses the seeds it finished. A finished point whose
+settings have changed since (another config, evaluation or image count) is refused in one line rather
+than reused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -17,6 +20,7 @@ from typing import Any
 
 from raddino.ablate.config import point_config
 from raddino.ablate.sweep import Point
+from raddino.config import config_to_dict
 from raddino.io.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -54,10 +58,33 @@ class PointJob:
     evaluation: Evaluation
 
 
-def finished(folder: str | Path) -> dict[str, Any] | None:
-    """The record of a finished point, or None."""
-    path = Path(folder) / DONE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+def fingerprint(job: PointJob) -> str:
+    """What a finished point must have been run with to be reused: its pre-training config (less the
+    data file's place), its image count and the evaluation's settings (less the progress bars)."""
+    config = config_to_dict(point_config(job.pretrain, job.point.overrides))
+    config["train"].pop("dataset_path", None)
+    evaluation = {k: v for k, v in asdict(job.evaluation).items() if k not in ("progress", "cache_dir")}
+    evaluation["manifest"] = str(Path(evaluation["manifest"]).resolve())
+    text = json.dumps({"pretrain": config, "images": job.images, "evaluation": evaluation}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def finished(job: PointJob) -> dict[str, Any] | None:
+    """The record of a finished point, or None.
+
+    Raises:
+        ValueError: the point finished with other settings (the sweep's config changed); names the folder.
+    """
+    path = Path(job.folder) / DONE
+    if not path.is_file():
+        return None
+    record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    if record.get("fingerprint") != fingerprint(job):
+        raise ValueError(
+            f"{job.folder}: this point finished with other pre-training or evaluation settings; "
+            "rerun with --overwrite or pick another --out"
+        )
+    return record
 
 
 def _model(folder: Path, config: Any) -> Path:
@@ -127,7 +154,7 @@ def run_point(job: PointJob) -> dict[str, Any]:
     from raddino.pretrain.train import pretrain
 
     folder = Path(job.folder)
-    record = finished(folder)
+    record = finished(job)
     if record is not None:
         return record
     overrides = {**job.point.overrides, "train.dataset_path": job.data, "train.split": None}
@@ -153,6 +180,7 @@ def run_point(job: PointJob) -> dict[str, Any]:
         "model": str(model),
         "results": results,
         "seconds": {**seconds, "total": round(sum(seconds.values()), 2)},
+        "fingerprint": fingerprint(job),
     }
     atomic_write_text(folder / DONE, json.dumps(record, indent=2) + "\n")
     logger.info("point %s finished in %.1f s", job.point.name, record["seconds"]["total"])

@@ -88,6 +88,7 @@ def plan_jobs(settings: AblateRun) -> list[PointJob]:
         # the pool holds no validation subject: the validation probe reads the evaluation's val split
         tree["validation"]["labels_path"] = settings.evaluation
     flat = {f"crops.{key}": value for key, value in tree["crops"].items()}
+    flat["student.arch_overrides"] = tree["student"]["arch_overrides"]
     points = make_points(settings.sweep, list(settings.values), list(settings.seeds), flat)
     held_out = held_out_subjects(settings.evaluation, settings.split_ratios, settings.split_seed)
     pool, images, left_out = write_pool(
@@ -151,7 +152,7 @@ def run_ablation(settings: AblateRun) -> AblationResult:
                 shutil.rmtree(job.folder, ignore_errors=True)
         result = AblationResult(out)
         for job in jobs:
-            (result.skipped if finished(job.folder) else result.ran).append(job.point.name)
+            (result.skipped if finished(job) else result.ran).append(job.point.name)
         parallel = default_parallel(settings.parallel)
         logger.info("%d point(s), %d finished before; %d at once", len(jobs), len(result.skipped), parallel)
         records = run_queue(jobs, parallel)

@@ -3,7 +3,8 @@
 Sweeps (the paper's ablations, Figures 1-2 and Tables 2 and 6):
 
 * ``resolution``: pixel sizes; each sets ``crops.global_crops_size`` (pre-training and, through the
-  export's preprocessing, inference), the local crops keeping the config's ratio to it (DINOv2: 98 / 224);
+  export's preprocessing, inference), the local crops keeping the config's ratio to it (DINOv2: 98 / 224),
+  and ``student.arch_overrides.image_size`` (the position grid of a random init) where the config sets it;
 * ``data-size``: fractions (``0.25``) or image counts (``200``) of the pre-training pool, nested subsets
   (:mod:`raddino.ablate.subsets`);
 * ``init``: ``random`` (the config's ``student.arch`` at random init), a folder / weights file or a hub id
@@ -72,7 +73,11 @@ def _resolution(value: str, base: dict[str, Any]) -> dict[str, Any]:
     local_size = int(base.get("crops.local_crops_size", 98))
     # Local crops keep the config's ratio to the global ones, on a multiple of 14 px (a ViT/14 patch).
     local = max(14, round(size * local_size / global_size / 14) * 14)
-    return {"crops.global_crops_size": size, "crops.local_crops_size": local}
+    overrides: dict[str, Any] = {"crops.global_crops_size": size, "crops.local_crops_size": local}
+    architecture = dict(base.get("student.arch_overrides") or {})
+    if "image_size" in architecture:  # a config that sizes the position grid gets it at this resolution
+        overrides["student.arch_overrides"] = {**architecture, "image_size": size}
+    return overrides
 
 
 def _data_size(value: str) -> float:
@@ -117,7 +122,8 @@ def make_points(
         sweep: ``resolution``, ``data-size``, ``init``, ``objective`` or a dotted pre-training key.
         values: The values, as the command line gives them.
         seeds: Pre-training seeds; every value is run once per seed.
-        base: The base config's dotted values (for the resolution sweep's local-crop ratio).
+        base: The base config's dotted values (``crops.*`` and ``student.arch_overrides``, for the
+            resolution sweep).
 
     Raises:
         SweepError: an unknown sweep, no values, a value given twice or one the sweep cannot take.
