@@ -50,7 +50,8 @@ def test_quick_demo_writes_every_section_and_a_rerun_resumes(tmp_path):
         width, height = Image.open(io.BytesIO(base64.b64decode(payload))).size
         assert width >= 56
         assert height >= 56
-    assert b"<polyline" in base64.b64decode(sources[0][1])  # the loss curves have lines
+    # matplotlib's loss curves: one 1.6-wide data line per panel (total, DINO, iBOT, KoLeo)
+    assert base64.b64decode(sources[0][1]).count(b"stroke-width: 1.6") == 4
 
     markdown = (out / "report.md").read_text(encoding="utf-8")
     tables = parse_markdown_tables(markdown)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raddino.demo.robust import SeedMargin, headline, seed_margins
 from raddino.io.atomic import atomic_write_text
 from raddino.viz.page import (
     Figure,
@@ -94,31 +95,44 @@ def _loss_section(out: Path) -> Section:
     )
 
 
-def _table_sections(out: Path, margins: dict[str, dict[str, float]]) -> list[Section]:
+def _margins_table(margins: dict[str, dict[str, SeedMargin]], seeds: int) -> Table:
+    """The headline metrics' margins over the pre-training seeds, with the verdict of :mod:`robust`."""
+    rows = [
+        [
+            task,
+            column,
+            f"{m.mean:+.3f}",
+            " / ".join(f"{v:+.3f}" for v in m.values),
+            "—" if m.spread is None else f"{m.spread:.3f}",
+            m.verdict,
+        ]
+        for task, columns in margins.items()
+        for column, m in columns.items()
+        if column in HEADLINE
+    ]
+    header = ["task", "metric", "pre-trained − random init (mean)", "per seed", "spread (max − min)", ""]
+    return Table(header, rows, f"Headline metrics: {headline(margins, HEADLINE, seeds)}")
+
+
+def _table_sections(out: Path, margins: dict[str, dict[str, SeedMargin]], seeds: int) -> list[Section]:
     tables = json.loads((out / "compare" / "compare.json").read_text(encoding="utf-8"))["tables"]
+    seed_text = (
+        f" The tables show the first of {seeds} pre-training seeds; the margins table gives each seed's "
+        "margin (each against its own random initialisation) and says which margins hold over the seeds."
+        if seeds > 1
+        else " One pre-training seed: a margin here is one draw (`--seeds 3` measures which hold)."
+    )
     blocks: list[Any] = [
         Text(
             "Frozen encoders on the phantoms' held-out splits: mean ± std over seeds or folds; best value "
             "per column in bold, Δ its margin over the runner-up. Every metric is higher-is-better."
+            + seed_text
         )
     ]
     for task, table in tables.items():
         header = ["encoder", *table["columns"]]
         blocks.append(Table(header, [*table["rows"], table["delta_row"]], TASK_TITLES.get(task, task)))
-    rows = [
-        [t, c, f"{m:+.3f}", "ahead" if m > 0 else "behind" if m < 0 else "tied"]
-        for t, cols in margins.items()
-        for c, m in cols.items()
-        if c in HEADLINE
-    ]
-    ahead = sum(row[3] == "ahead" for row in rows)
-    blocks.append(
-        Table(
-            ["task", "metric", "pre-trained − random init", ""],
-            rows,
-            f"Headline metrics: the pre-trained encoder is ahead on {ahead} of {len(rows)}",
-        )
-    )
+    blocks.append(_margins_table(margins, seeds))
     return [Section("Comparison with random init", blocks, anchor="comparison")]
 
 
@@ -171,10 +185,24 @@ def margins_from_results(folders: dict[str, Path]) -> dict[str, dict[str, float]
     return margins
 
 
-def build_page(out: Path, plan: DemoPlan, encoders: Sequence[str], folders: dict[str, Path]) -> None:
-    """Write ``out/report.html`` and ``out/report.md`` from the finished steps' outputs."""
+def build_page(
+    out: Path,
+    plan: DemoPlan,
+    encoders: Sequence[str],
+    folders: dict[str, Path],
+    further: Sequence[dict[str, Path]] = (),
+) -> None:
+    """Write ``out/report.html`` and ``out/report.md`` from the finished steps' outputs.
+
+    Args:
+        out: The demo's folder.
+        plan: Its sizes.
+        encoders: The encoders' names, in the tables' order.
+        folders: The first seed's evaluation folder per encoder.
+        further: Each further pre-training seed's folders (``pre-trained``, ``random init``).
+    """
     figures = out / "figures"
-    margins = margins_from_results(folders)
+    margins = seed_margins([margins_from_results(f) for f in (folders, *further)])
     ablation = (
         "The iBOT-off ablation ran (third row of each table)."
         if plan.ablation
@@ -194,7 +222,7 @@ def build_page(out: Path, plan: DemoPlan, encoders: Sequence[str], folders: dict
     sections = [
         overview,
         _loss_section(out),
-        *_table_sections(out, margins),
+        *_table_sections(out, margins, 1 + len(further)),
         _report_section(folders, out),
         Section(
             "Attention maps",

@@ -143,6 +143,9 @@ class DemoConfig:
     """Also pre-train with iBOT off (the paper's ablation)."""
     seed: int = 0
     """Seed of the phantoms, initialisation and splits."""
+    seeds: int = 1
+    """Pre-training seeds (seed, seed + 1, …), each against its own random init: with 3 the page says
+    which margins hold over the seeds; each further seed adds one pre-training run (~4 min)."""
 
     def plan(self) -> DemoPlan:
         """The quick or the full plan, with or without the ablation."""

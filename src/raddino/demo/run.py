@@ -13,8 +13,13 @@ demo is re-run, so an interrupted demo resumes):
 5. ``compare`` (the paper's table layout), attention maps, correspondences and a PCA map of the
    pre-trained encoder, then the page ``report.html`` / ``report.md`` (:mod:`raddino.demo.page`).
 
+With ``seeds > 1`` steps 2–4 (without the ablation and the report generator) run again for each further
+pre-training seed ``seed + k`` under ``OUT/seeds/seedS/``, on the same phantoms and evaluation splits; each
+seed's random-init encoder is that seed's starting point. The tables and figures show the first seed; the
+margins table says, per metric, whether the margin holds over the seeds (:mod:`raddino.demo.robust`).
+
 ``OUT/demo.json`` holds every step's wall time and, per table column, the pre-trained encoder's margin
-over random init.
+over random init: its mean over the seeds, each seed's value, the spread and the verdict.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from raddino.demo.plan import DemoPlan, full_plan
+from raddino.demo.robust import SeedMargin, seed_margins
 from raddino.io.atomic import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -43,7 +49,11 @@ class DemoResult:
     skipped: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     margins: dict[str, dict[str, float]] = field(default_factory=dict)
-    """task → column → pre-trained minus random-init mean."""
+    """task → column → pre-trained minus random-init mean (averaged over the pre-training seeds)."""
+    seed_margins: dict[str, dict[str, SeedMargin]] = field(default_factory=dict)
+    """task → column → the margin over the pre-training seeds, with its spread and verdict."""
+    seeds: tuple[int, ...] = ()
+    """The pre-training seeds."""
 
     @property
     def page(self) -> Path:
@@ -229,22 +239,57 @@ TABLE_COLUMNS = (
 )
 
 
-def run_demo(out: str | Path = "demo", plan: DemoPlan | None = None, seed: int = 0) -> DemoResult:
+_SEED_TASKS = ("probe", "knn", "metadata", "segment")
+
+
+def _seed_folders(out: Path, seed: int) -> dict[str, Path]:
+    """A further pre-training seed's evaluation folders (encoder name → folder)."""
+    root = out / "seeds" / f"seed{seed}"
+    return {"pre-trained": root / "eval" / "pretrained", "random init": root / "eval" / "random"}
+
+
+def _further_seed(steps: _Steps, plan: DemoPlan, out: Path, manifest: Path, lm: Path, seed: int) -> None:
+    """Steps of one further pre-training seed: pre-train, its starting point, and the four evaluations."""
+    root = out / "seeds" / f"seed{seed}"
+    models = {"pre-trained": root / "models" / "pretrained", "random init": root / "models" / "random"}
+    folders = _seed_folders(out, seed)
+    tag = f"seed {seed}"
+    steps(
+        f"pretrain ({tag})",
+        lambda: _pretrain_step(plan, manifest, root / "run", models["pre-trained"], seed, True),
+    )
+    steps(f"random init ({tag})", lambda: _random_step(plan, manifest, models["random init"], seed))
+    for name, model in models.items():
+        actions = _evaluations(plan, manifest, model, folders[name], out / "feature_cache", lm)
+        for task in _SEED_TASKS:
+            steps(f"{task} ({name}, {tag})", actions[task])
+
+
+def run_demo(
+    out: str | Path = "demo", plan: DemoPlan | None = None, seed: int = 0, seeds: int = 1
+) -> DemoResult:
     """Run the demo into ``out``; steps finished by an earlier run in ``out`` are skipped.
 
     Args:
         out: Output folder: ``report.html``, ``report.md``, ``demo.json`` and every step's outputs.
         plan: Sizes (default :func:`full_plan`; :func:`quick_plan` for a seconds-long check).
-        seed: Seed of the phantoms, the initialisation and the evaluations' splits.
+        seed: Seed of the phantoms, the evaluations' splits and the first pre-training run.
+        seeds: Pre-training seeds ``seed, seed + 1, …``: each further one pre-trains again from its own
+            initialisation and is evaluated against that initialisation (the ablation runs once).
 
     Returns:
         The steps run and skipped, their wall times and the pre-trained encoder's margins.
+
+    Raises:
+        ValueError: ``seeds`` below 1.
     """
     from raddino.data.phantoms import PhantomSettings, generate_phantoms
     from raddino.demo.page import build_page, figure_steps, margins_from_results
     from raddino.evaluate.compare import CompareConfig, run_compare
     from raddino.reportgen import build_causal_lm, train_report_tokenizer
 
+    if seeds < 1:
+        raise ValueError(f"seeds: {seeds}, the demo needs at least one pre-training seed")
     plan = plan or full_plan()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -254,8 +299,10 @@ def run_demo(out: str | Path = "demo", plan: DemoPlan | None = None, seed: int =
         models["iBOT off"] = out / "models" / "ibot_off"
     folders = {name: out / "eval" / path.name for name, path in models.items()}
     lm = out / "report_lm"
+    further = [seed + k for k in range(1, seeds)]
     figure_actions = figure_steps(out, manifest, models["pre-trained"], plan.size)
-    steps = _Steps(out, total=4 + len(models) * 5 + len(figure_actions) + 2 + int(plan.ablation))
+    total = 4 + len(models) * 5 + len(figure_actions) + 2 + int(plan.ablation) + len(further) * 10
+    steps = _Steps(out, total=total)
 
     settings = PhantomSettings(subtle_fraction=plan.subtle_fraction)
     steps(
@@ -281,31 +328,48 @@ def run_demo(out: str | Path = "demo", plan: DemoPlan | None = None, seed: int =
         actions = _evaluations(plan, manifest, model, folders[name], out / "feature_cache", lm)
         for task, action in actions.items():
             steps(f"{task} ({name})", action)
-    tasks = ("probe", "knn", "metadata", "segment")
-    results = [str(folders[n] / task / f"{task}.json") for task in tasks for n in models]
+    for further_seed in further:
+        _further_seed(steps, plan, out, manifest, lm, further_seed)
+    results = [str(folders[n] / task / f"{task}.json") for task in _SEED_TASKS for n in models]
     steps(
         "compare",
         lambda: run_compare(
             CompareConfig(
                 results=results,
                 out=str(out / "compare"),
-                names=[n for _ in tasks for n in models],
+                names=[n for _ in _SEED_TASKS for n in models],
                 columns=list(TABLE_COLUMNS),
             )
         ),
     )
     for name, action in figure_actions.items():
         steps(name, action)
-    steps("page", lambda: build_page(out, plan, list(models), folders))
+    seed_folders = [folders, *(_seed_folders(out, s) for s in further)]
+    steps("page", lambda: build_page(out, plan, list(models), folders, seed_folders[1:]))
     result = steps.result
-    result.margins = margins_from_results(folders)
+    per_seed = [margins_from_results(f) for f in seed_folders]
+    result.seeds = (seed, *further)
+    result.seed_margins = seed_margins(per_seed)
+    result.margins = {
+        t: {c: round(m.mean, 4) for c, m in cols.items()} for t, cols in result.seed_margins.items()
+    }
+    _write_summary(out, plan, result)
+    return result
+
+
+def _write_summary(out: Path, plan: DemoPlan, result: DemoResult) -> None:
+    """``OUT/demo.json``: the plan, each step's seconds, the margins over the seeds, the tables."""
     summary = {
         "plan": asdict(plan),
         "seconds": result.seconds,
         "total_seconds": round(sum(result.seconds.values()), 1),
+        "seeds": list(result.seeds),
         "margins": result.margins,
+        "seed_margins": {
+            task: {column: margin.as_dict() for column, margin in columns.items()}
+            for task, columns in result.seed_margins.items()
+        },
         "tables": json.loads((out / "compare" / "compare.json").read_text(encoding="utf-8"))["tables"],
         "report_generation": json.loads((out / "report_scores.json").read_text(encoding="utf-8")),
     }
     atomic_write_text(out / "demo.json", json.dumps(summary, indent=2) + "\n")
-    return result
