@@ -194,3 +194,13 @@ def test_an_unreadable_image_is_recorded_and_left_out(
     assert "broken.png" in errors
     assert result.modes["frozen"] is not None
     assert json.loads((Path(config.out) / "finetune.json").read_text())["failed"] == 1
+
+
+def test_an_exploding_loss_stops_with_one_line_naming_the_step(
+    make_config: Callable[..., FinetuneConfig],
+) -> None:
+    code, output = _cli(make_config, "--mode", "full", "--lr", "1e30", "--epochs", "2", "--batch-size", "8")
+    assert code == 3, output
+    assert "loss term 'loss' is" in output
+    assert "lower lr or raise warmup_epochs" in output
+    assert "Traceback" not in output

@@ -7,10 +7,11 @@ are repeatable (``--mode frozen --mode lora``).
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from raddino.cli.app import app
-from raddino.cli.generate import ConfigCommand, register_deferred
+from raddino.cli.generate import ConfigCommand, Outcome, register_deferred
 
 if TYPE_CHECKING:
     from raddino.finetune import FinetuneConfig, FinetuneResult
@@ -23,10 +24,13 @@ FINETUNE_HELP = (
 )
 
 
-def _finetune(settings: FinetuneConfig) -> FinetuneResult:
+def _finetune(settings: FinetuneConfig) -> FinetuneResult | Outcome:
     from raddino.finetune import run_finetune
 
-    return run_finetune(settings)
+    result = run_finetune(settings)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return Outcome()  # rank 0 reports the run
+    return result
 
 
 def _finetune_spec() -> ConfigCommand:

@@ -66,7 +66,8 @@ MODE_FILES = ("encoder", "head.safetensors", "finetune.json", "train_log.csv", "
 
 @dataclass
 class FinetuneResult:
-    """What a run measured: one entry per mode (``None`` for a mode stopped by ``max_steps``)."""
+    """What a run measured: one entry per mode (``None`` for a mode stopped by ``max_steps``, and on every
+    rank but 0 under torchrun)."""
 
     modes: dict[str, dict[str, Any] | None]
     outputs: dict[str, Path] = field(default_factory=dict)
@@ -136,6 +137,7 @@ def _finish_mode(
     load_trained_state(network, trainable, task.best["state"])
     task.network = task.trained = network  # predictions from the rebuilt best network
     test = _test_metrics(task, config)
+    network.encoder.set_drop_path(0.0)  # the exported config is for inference
     export_encoder(network.encoder, adapted, folder / "encoder", preprocess, config.lora.export == "adapter")
     with atomic_path(folder / "head.safetensors") as temporary:
         head = {key: value.detach().cpu().contiguous() for key, value in network.head.state_dict().items()}
