@@ -129,3 +129,24 @@ def test_lora_merged_export_equals_the_adapter_on_the_base_encoder(
     moved = sorted(name for name in base if not torch.equal(base[name], trained[name]))
     assert moved
     assert all(any(t in name for t in ("q_proj", "v_proj", "fc1", "query", "value", "fc1")) for name in moved)
+
+
+@pytest.mark.parametrize("preset", ["test", "test16"])
+def test_default_lora_targets_fit_both_families_and_merge_exactly(preset: str) -> None:
+    from raddino.finetune.modes import merged_encoder
+
+    encoder = Encoder.from_preset(preset, seed=0)
+    adapted = prepare_encoder(encoder, "lora", 1, EncoderLora(rank=2))
+    with torch.no_grad():  # B starts at 0: move it so the merge has something to fold in
+        for name, parameter in encoder.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(name)))
+    assert trainable_parameter_count(encoder) == len(encoder.blocks) * 4 * 2 * 2 * encoder.embed_dim
+    side = 4 * encoder.patch_size
+    pixels = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        adapters = encoder.eval().forward_features(pixels).patch_tokens
+        merged = merged_encoder(encoder, adapted).eval().forward_features(pixels).patch_tokens
+        plain = Encoder.from_preset(preset, seed=0).eval().forward_features(pixels).patch_tokens
+    torch.testing.assert_close(merged, adapters, atol=1e-5, rtol=1e-5)
+    assert float((adapters - plain).abs().max()) > 3e-4  # small LayerScale (1e-5) of the test presets
