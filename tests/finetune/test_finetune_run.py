@@ -57,7 +57,7 @@ def test_a_run_writes_each_mode_and_a_compare_row_beside_the_probe(
     assert str(result).startswith("frozen: macro_auprc")
 
 
-def test_a_finished_mode_is_reused_and_other_settings_are_not(
+def test_a_finished_mode_is_reused_and_overwrite_retrains_it(
     make_config: Callable[..., FinetuneConfig],
 ) -> None:
     config = make_config(epochs=1)

@@ -151,3 +151,25 @@ def test_the_head_standardises_the_starting_encoders_training_features(
     means, stds = standardised.mean(dim=0)[varied], standardised.std(dim=0, unbiased=False)[varied]
     torch.testing.assert_close(means, torch.zeros_like(means), atol=1e-3, rtol=0)
     torch.testing.assert_close(stds, torch.ones_like(stds), atol=1e-3, rtol=0)
+
+
+def test_best_epoch_is_kept_and_patience_ends_the_run(
+    make_config: Callable[..., FinetuneConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_config(patience=2)
+    data = load_finetune_data(config, preprocess_for(config), FailureLog(Path(config.out) / "errors.csv"))
+    task = FinetuneTaskRunner(config, "frozen", data, CPU)
+    task.build(CPU.device)
+    scores = iter([0.5, 0.7, 0.6, 0.65])
+    monkeypatch.setattr(task, "score", lambda split: {"macro_auprc": (s := next(scores)), "score": s})
+    bias = task.network.head[-1].bias
+    records = []
+    for epoch in range(1, 5):
+        with torch.no_grad():
+            bias.fill_(float(epoch))  # the weights of this epoch, to see which are kept
+        records.append(task.validate(epoch * task.steps_per_epoch))
+    assert [r["val/best"] for r in records] == [1, 1, 0, 0]
+    assert task.best["epoch"] == 2
+    assert task.best["score"] == 0.7
+    assert torch.all(task.best["state"]["head.1.bias"] == 2.0)
+    assert task.finished  # two epochs without a better score
