@@ -198,9 +198,9 @@ def table(results: dict[str, Any], size: int, fresh: list[int]) -> str:
     lines = [
         f"Idle process (the imports): {idle['before']:,.0f} MiB before, {idle['now']:,.0f} MiB now.",
         "",
-        "| step | seconds before | seconds now | now ÷ before | peak RSS above idle, before | now "
-        "| now ÷ before |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| step | seconds before | seconds now | now ÷ before | ÷ per round | peak RSS above idle, before "
+        "| now | now ÷ before |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
     for step, label in labels.items():
         seconds = {side: float(np.median([r["seconds"] for r in results[step][side]])) for side in idle}
@@ -210,23 +210,51 @@ def table(results: dict[str, Any], size: int, fresh: list[int]) -> str:
         }
         lines.append(
             f"| {label} | {seconds['before']:.1f} | {seconds['now']:.1f} "
-            f"| {seconds['now'] / seconds['before']:.2f} "
+            f"| {seconds['now'] / seconds['before']:.2f} | {_round_ratios(results[step])} "
             f"| {memory['before']:,.0f} MiB | {memory['now']:,.0f} MiB "
             f"| {memory['now'] / max(memory['before'], 1e-9):.2f} |"
         )
     return "\n".join(lines)
 
 
+def _round_ratios(sides: dict[str, list[dict[str, Any]]]) -> str:
+    pairs = zip(sides["before"], sides["now"], strict=True)
+    return ", ".join(f"{now['seconds'] / before['seconds']:.2f}" for before, now in pairs)
+
+
 SECTION = """## A million rows: manifests, `embed` resume and merge, `prepare`
 
 Each step in its own process, this tree against revision {against} (its `src/` from `git archive`), {rounds}
-round(s) alternating the order, medians; one intra-op thread. The docstring of `benchmarks/scale_paths.py`
-says what each step does. A fresh `prepare` of a million images would take about 20 minutes per core here
-(1.15 ms per tiny image, mostly the atomic write), so it runs fresh at {fresh} entries and, at {size:,}, as
-a resumed run over a folder where every output exists: the path that sees every entry without decoding.
+round(s) alternating the order, medians; one intra-op thread; other jobs share the two cores, so times are
+noisy (memory is not). The docstring of `benchmarks/scale_paths.py` says what each step does. A fresh
+`prepare` of a million images would take 20 minutes or more per core here (1.15 ms per tiny image on an idle
+core, mostly the atomic, fsynced write), so it runs fresh at {fresh} entries and, at {size:,}, as a resumed
+run over a folder where every output exists: the path that sees every entry without decoding one.
+
+Peaks above idle include a part that does not grow with the rows: about 50 MiB once pyarrow first turns
+Python values into Arrow ones (it imports pandas then), and a few times one row group while Parquet is
+decoded and encoded. The earlier `merge` already read one part at a time; what grew with the rows was its
+Python set of ids, now an Arrow array of them and one hash aggregation. Compare a size's row with the
+check at a smaller size below for the part that grows. A fresh `prepare` runs the same per-image code on
+both sides (read, resize, atomic write; the per-entry bookkeeping is under 0.3 ms of it, by cProfile), so
+its ratios are the load's swings: compare the rounds.
 
 {table}
 """
+
+
+def render(run: dict[str, Any], heading: bool = True) -> str:
+    """The section's text (or, without ``heading``, the table and its provenance line) from a run's JSON."""
+    fresh = " and ".join(f"{n:,}" for n in run["fresh"])
+    text = table(run["results"], run["size"], run["fresh"])
+    if heading:
+        text = SECTION.format(
+            against=f"`{run['against']}`", rounds=run["rounds"], fresh=fresh, size=run["size"], table=text
+        )
+    return (
+        text
+        + f"\n\nWhole run: {run['minutes']:.1f} minutes at revision {run['revision']}; `{run['command']}`.\n"
+    )
 
 
 def main() -> None:
@@ -239,7 +267,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds")
     parser.add_argument("--work", type=Path, default=None, help="folder for the data (default: a temporary)")
     parser.add_argument("--json", type=Path, default=None, help="also write the measurements here")
-    parser.add_argument("--from-json", type=Path, default=None, help="render an earlier run's JSON instead")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="render saved runs instead (the first in full)",
+    )
     parser.add_argument("--write", action="store_true", help="write the section of BENCHMARKS.md")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, default=None, help=argparse.SUPPRESS)
@@ -256,12 +290,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.data, args.size)))
         return
-    if args.from_json:  # render an earlier run's measurements again
-        run = json.loads(args.from_json.read_text(encoding="utf-8"))
-        args.size, args.fresh, args.rounds, args.against = (
-            run[key] for key in ("size", "fresh", "rounds", "against")
-        )
-    else:
+    runs = [json.loads(path.read_text(encoding="utf-8")) for path in args.from_json or []]
+    if not runs:
         started = time.perf_counter()
         results = measure(args.work or Path(tempfile.mkdtemp(prefix="raddino-scale-paths-")), args)
         run = {
@@ -272,18 +302,13 @@ def main() -> None:
         }
         run.update(size=args.size, fresh=args.fresh, rounds=args.rounds)
         run["minutes"] = (time.perf_counter() - started) / 60
+        runs = [run]
     if args.json:
-        args.json.write_text(json.dumps(run, indent=2), encoding="utf-8")
-    results = run["results"]
-    fresh = " and ".join(f"{n:,}" for n in args.fresh)
-    body = SECTION.format(
-        against=f"`{args.against}`",
-        rounds=args.rounds,
-        fresh=fresh,
-        size=args.size,
-        table=table(results, args.size, args.fresh),
-    )
-    body += f"\nWhole run: {run['minutes']:.1f} minutes at revision {run['revision']}; `{run['command']}`.\n"
+        args.json.write_text(json.dumps(runs[0], indent=2), encoding="utf-8")
+    body = render(runs[0])
+    for check in runs[1:]:  # smaller runs with more rounds, where a large run's single round is noisy
+        body += f"\nCheck at {check['size']:,} rows, {check['rounds']} alternating rounds (medians):\n\n"
+        body += render(check, heading=False)
     print(body)
     if args.write:
         write_section("scale_paths", body)
