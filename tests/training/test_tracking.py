@@ -44,9 +44,8 @@ def _only_run(client: Any) -> Any:
     return runs[0]
 
 
-TRACKED_TASKS = ("segmentation", "report", "pretrain")
-"""Tasks whose config has a ``tracking`` section passed to the engine (``ENGINE_TASKS`` once every one
-does)."""
+TRACKED_TASKS = ("segmentation", "report", "pretrain", "finetune")
+"""Every task on the engine has a ``tracking`` section passed to the engine."""
 
 
 @pytest.mark.parametrize("task", TRACKED_TASKS)

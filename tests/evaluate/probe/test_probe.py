@@ -184,7 +184,12 @@ def test_sklearn_is_fitted_once_and_reports_no_spread(synthetic_set: SyntheticSe
     """Five identical refits used to print "± 0.0000 over 5 seeds": the one fit is reported as one."""
     out = tmp_path / "sk"
     config = _config(
-        synthetic_set, out, synthetic_set.informative, method="sklearn", seeds=[0, 1, 2, 3, 4], sklearn_cs=[1.0]
+        synthetic_set,
+        out,
+        synthetic_set.informative,
+        method="sklearn",
+        seeds=[0, 1, 2, 3, 4],
+        sklearn_cs=[1.0],
     )
     result = run_probe(config)
     assert [seed["seed"] for seed in result.seeds] == [0]
