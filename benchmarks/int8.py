@@ -11,9 +11,10 @@ ViT-B/14 at 224 px (random weights: speed does not depend on them; no quality nu
 Why torch.ao: it is PyTorch's own static post-training quantisation with per-channel weight scales and
 calibrated activation scales, so it needs nothing beyond torch (ONNX Runtime's ``quantize_static`` would do
 the same through an ONNX export and a new dependency). torch 2.14 marks ``torch.ao.quantization`` deprecated
-in favour of torchao, another reason to keep it out of the library until it passes the gate. The quantiser
-and the gate's measures live here, not in ``raddino``: the gate failed (see the section), so issue 19 says
-to leave the export out.
+in favour of torchao. x86's default qconfig keeps 7 of the 8 activation bits (``reduce_range``, against
+overflow on CPUs without VNNI); that variant fails the gate on the demo's encoders, the full-range one passes
+(see the section). The quantiser and the gate's measures live here until ``raddino export`` has an int8
+format that runs this gate before it writes anything.
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/int8.py \\
         --model /tmp/demo_seeds3/models/pretrained --manifest /tmp/demo_seeds3/phantoms/manifest.csv
