@@ -36,31 +36,12 @@ from raddino.finetune.modes import export_encoder, trainable_parameter_count
 from raddino.finetune.task import FinetuneTaskRunner, load_trained_state
 from raddino.io.atomic import atomic_path, atomic_write_text
 from raddino.io.failures import FailureLog
-from raddino.training import Callback, CsvColumn, CsvView, Engine, Plan, RunFolder, resolve_precision
+from raddino.training import EPOCH_LOGS, Callback, Engine, Plan, RunFolder, resolve_precision
 from raddino.training.distributed import DistributedContext, init_distributed
 
 logger = logging.getLogger(__name__)
 _RESTART = "rerun with --overwrite to start afresh"
-LOGS = (
-    CsvView(
-        "train_log.csv",
-        [
-            CsvColumn("step", "iteration", "d"),
-            CsvColumn("epoch", "train/epoch", "d"),
-            CsvColumn("loss", "train/loss", ".6f"),
-            CsvColumn("learning_rate", "train/learning_rate", ".3e"),
-        ],
-    ),
-    CsvView(
-        "val_log.csv",
-        [
-            CsvColumn("step", "iteration", "d"),
-            CsvColumn("epoch", "val/epoch", "d"),
-            CsvColumn("val_loss", "val/loss", ".6f"),
-            CsvColumn("best", "val/best", "d"),
-        ],
-    ),
-)
+LOGS = EPOCH_LOGS
 MODE_FILES = ("encoder", "head.safetensors", "finetune.json", "train_log.csv", "val_log.csv")
 
 

@@ -35,9 +35,8 @@ from raddino.reportgen.model import PROMPT
 from raddino.reportgen.steps import ReportTask
 from raddino.reportgen.studies import StudySelection, load_studies
 from raddino.training import (
+    EPOCH_LOGS,
     Callback,
-    CsvColumn,
-    CsvView,
     Engine,
     Plan,
     Precision,
@@ -173,26 +172,7 @@ RUN_FILES = (
     "errors.csv",
     "report_model.json",
 )
-LOGS = (
-    CsvView(
-        "train_log.csv",
-        [
-            CsvColumn("step", "iteration", "d"),
-            CsvColumn("epoch", "train/epoch", "d"),
-            CsvColumn("loss", "train/loss", ".6f"),
-            CsvColumn("learning_rate", "train/learning_rate", ".3e"),
-        ],
-    ),
-    CsvView(
-        "val_log.csv",
-        [
-            CsvColumn("step", "iteration", "d"),
-            CsvColumn("epoch", "val/epoch", "d"),
-            CsvColumn("val_loss", "val/loss", ".6f"),
-            CsvColumn("best", "val/best", "d"),
-        ],
-    ),
-)
+LOGS = EPOCH_LOGS
 _RESTART = "rerun with --overwrite to start afresh"
 
 

@@ -1,7 +1,7 @@
 """The one training engine every trained thing runs on: step, schedules, parallel wrapping, run folder."""
 
 from raddino.training.engine import Callback, CheckpointMismatchError, Engine, FitResult
-from raddino.training.metrics import CsvColumn, CsvView, MetricsLog, read_metrics
+from raddino.training.metrics import EPOCH_LOGS, CsvColumn, CsvView, MetricsLog, read_metrics
 from raddino.training.precision import MixedPrecision, Precision, autocast, resolve_precision
 from raddino.training.run_folder import RunFolder
 from raddino.training.schedules import (
@@ -22,6 +22,7 @@ from raddino.training.step import (
 from raddino.training.task import Plan, Task, TaskBase
 
 __all__ = [
+    "EPOCH_LOGS",
     "Callback",
     "CheckpointMismatchError",
     "CsvColumn",

@@ -52,6 +52,30 @@ class CsvView:
         return _csv_line([format(record[column.key], column.format) for column in self.columns])
 
 
+EPOCH_LOGS = (
+    CsvView(
+        "train_log.csv",
+        [
+            CsvColumn("step", "iteration", "d"),
+            CsvColumn("epoch", "train/epoch", "d"),
+            CsvColumn("loss", "train/loss", ".6f"),
+            CsvColumn("learning_rate", "train/learning_rate", ".3e"),
+        ],
+    ),
+    CsvView(
+        "val_log.csv",
+        [
+            CsvColumn("step", "iteration", "d"),
+            CsvColumn("epoch", "val/epoch", "d"),
+            CsvColumn("val_loss", "val/loss", ".6f"),
+            CsvColumn("best", "val/best", "d"),
+        ],
+    ),
+)
+"""The CSV views of a task trained by epochs and validated by its loss (segmentation heads, report
+generation, fine-tuning): ``train_log.csv`` per step, ``val_log.csv`` per validation."""
+
+
 def _csv_line(cells: Sequence[Any]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer).writerow(cells)
