@@ -205,6 +205,7 @@ class SeedRun:
     seconds: dict[str, float]
     speed: dict[str, float]
     losses: dict[str, dict[str, float]]  # variant -> loss term -> mean over the last quarter
+    prototypes: int  # of the DINO head
     refreshes: list[int]
     counts: tuple[int, int, int]
 
@@ -279,7 +280,8 @@ def run_seed(seed: int, args: argparse.Namespace, workdir: Path) -> SeedRun:
     held = {f: y[~train] for f, y in labels.items()}
     counts = (len(data.train), len(data.val), len(data.test))
     refreshes = gram_refreshes(configs[GRAM_ON])
-    return SeedRun(seed, held, steps, evaluations, seconds, speed, losses, refreshes, counts)
+    prototypes = configs[GRAM_ON].dino.head_n_prototypes
+    return SeedRun(seed, held, steps, evaluations, seconds, speed, losses, prototypes, refreshes, counts)
 
 
 def dice_difference(a: Evaluation, b: Evaluation) -> tuple[float, float, float]:
@@ -415,8 +417,9 @@ def describe(args: argparse.Namespace, runs: list[SeedRun]) -> str:
     )
 
 
-def loss_table(runs: list[SeedRun], prototypes: int) -> list[str]:
+def loss_table(runs: list[SeedRun]) -> list[str]:
     """The loss terms late in each run, mean over seeds, beside the uniform prediction's DINO loss."""
+    prototypes = runs[0].prototypes
     terms = list(runs[0].losses[GRAM_ON])
     lines = [
         f"Loss terms over the last quarter of each run, mean over seeds (a DINO loss of ln {prototypes} = "
@@ -462,7 +465,7 @@ def main() -> None:
         "",
         *probe_tables(runs),
         "",
-        *loss_table(runs, load_pretrain_config(CONFIG).dino.head_n_prototypes),
+        *loss_table(runs),
         "",
         f"Pre-training: {sum(sum(run.seconds.values()) for run in runs) / 60:.0f} min in all (timed when "
         f"each run ran); this invocation: {(time.perf_counter() - began) / 60:.0f} min wall. Small synthetic "
