@@ -13,6 +13,7 @@ from typing import Literal
 
 from raddino.evaluate.labels import UncertainPolicy
 from raddino.evaluate.segmentation.heads import HeadName
+from raddino.models.lora import check_lora
 from raddino.training import Precision
 from raddino.training.distributed import DeviceName
 from raddino.training.tracking import TrackingConfig
@@ -40,14 +41,7 @@ class EncoderLora:
     encoder's folder plus ``lora_adapter/`` (peft's format, for ``PeftModel.from_pretrained``)."""
 
     def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ValueError(f"lora.rank must be at least 1, got {self.rank}")
-        if self.alpha <= 0:
-            raise ValueError(f"lora.alpha must be positive, got {self.alpha}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora.dropout must lie in [0, 1), got {self.dropout}")
-        if not self.target_modules:
-            raise ValueError("lora.target_modules is empty; name the linear modules to adapt")
+        check_lora(self)
 
 
 @dataclass

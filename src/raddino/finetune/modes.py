@@ -23,17 +23,14 @@ from raddino.data.preprocess import PreprocessConfig
 from raddino.finetune.config import EncoderLora, Mode
 from raddino.io.atomic import atomic_directory
 from raddino.models import Encoder
+from raddino.models.lora import import_peft
 
 LORA_ADAPTER_FOLDER = "lora_adapter"
 INSTALL_HINT = "mode lora needs the 'peft' package: pip install 'raddino[finetune]' (or pip install peft)"
 
 
 def _peft() -> Any:
-    try:
-        import peft
-    except ImportError as error:
-        raise ValueError(INSTALL_HINT) from error
-    return peft
+    return import_peft(INSTALL_HINT)
 
 
 def frozen_modules(encoder: Encoder, mode: Mode, last_k: int) -> list[nn.Module]:

@@ -15,6 +15,8 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
+from raddino.models.lora import check_lora, import_peft
+
 ADAPTER_FOLDER = "lora_adapter"
 INSTALL_HINT = "LoRA needs the 'peft' package: pip install 'raddino[report]' (or pip install peft)"
 
@@ -34,22 +36,11 @@ class LoraSettings:
     adapts every linear layer but the output head, as LLaVA-1.5 does, for any architecture."""
 
     def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ValueError(f"lora.rank must be at least 1, got {self.rank}")
-        if self.alpha <= 0:
-            raise ValueError(f"lora.alpha must be positive, got {self.alpha}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora.dropout must lie in [0, 1), got {self.dropout}")
-        if not self.target_modules:
-            raise ValueError("lora.target_modules is empty; name modules or use [all-linear]")
+        check_lora(self)
 
 
 def _peft() -> Any:
-    try:
-        import peft
-    except ImportError as error:
-        raise ValueError(INSTALL_HINT) from error
-    return peft
+    return import_peft(INSTALL_HINT)
 
 
 def add_lora(language_model: PreTrainedModel, settings: LoraSettings) -> PreTrainedModel:
