@@ -24,6 +24,7 @@ import torch
 
 from raddino.data.preprocess import PreprocessConfig
 from raddino.models import Encoder
+from raddino.models.int8 import is_int8
 from raddino.models.loading import is_hub_id
 
 logger = logging.getLogger(__name__)
@@ -177,6 +178,10 @@ def check_options(
     channels = int(getattr(encoder.config, "num_channels", 3))
     if channels != 3:
         raise EmbedOptionError(f"model: {model} takes {channels} input channels; embed feeds 3 (grey x 3)")
+    if is_int8(encoder) and (device.type != "cpu" or precision != "fp32"):
+        raise EmbedOptionError(
+            f"model: {model} is an int8 encoder: it runs with --device cpu --precision fp32"
+        )
     if precision == "fp16" and device.type == "cpu":
         raise EmbedOptionError("precision: fp16 needs a GPU; use bf16 or fp32 on the CPU")
     if stores_tokens and tokens_format == "npz" and tokens_dtype == "bfloat16":

@@ -28,7 +28,7 @@ from raddino.models.loading import DINOV2_FILE_NAME, ModelLoadError, load_encode
 
 logger = logging.getLogger(__name__)
 
-ExportFormat = Literal["transformers", "dinov2", "dinov3"]
+ExportFormat = Literal["transformers", "dinov2", "dinov3", "int8"]
 DINO_HEAD_FILE_NAME = "dino_head.safetensors"
 IBOT_HEAD_FILE_NAME = "ibot_head.safetensors"  # DINOv3's separate iBOT head
 _FILE_SUFFIXES = (".safetensors", ".pth", ".pt")
@@ -44,7 +44,8 @@ class ExportConfig:
     """Output folder (or, for formats dinov2 and dinov3, a .safetensors/.pth file)."""
     format: ExportFormat = "transformers"
     """transformers: config.json + model.safetensors; dinov2 / dinov3: backbone_compatible.safetensors
-    with the original key names of a DINOv2 / DINOv3 encoder."""
+    with the original key names of a DINOv2 / DINOv3 encoder; int8: a static int8 CPU encoder, calibrated
+    and gated on --calibration (raddino.evaluate.int8_export)."""
     dino_head: str = ""
     """DINO head file to check and write beside the weights (default: the source folder's own, if any)."""
     ibot_head: str = ""
@@ -54,6 +55,14 @@ class ExportConfig:
     """Attention heads of a DINOv2 source (default: width / 64; DINOv3 files need none)."""
     overwrite: bool = False
     """Replace existing output files."""
+    calibration: str = ""
+    """int8: a manifest whose train images calibrate and whose test (else val) images gate the export."""
+    calibration_images: int = 256
+    """int8: training images to calibrate the activation scales on."""
+    gate_images: int = 1000
+    """int8: most images per split the acceptance gate uses."""
+    force: bool = False
+    """int8: write a model that fails the gate (int8.json records the failure)."""
 
 
 @dataclass
@@ -166,6 +175,8 @@ def export_encoder(
         ValueError: unknown format, a format that is not the encoder's family, or a head whose input
             width differs from the encoder's.
     """
+    if format == "int8":
+        raise ValueError("format int8 is calibrated and gated: use raddino.evaluate.int8_export.export_int8")
     if format not in ("transformers", "dinov2", "dinov3"):
         raise ValueError(f"format must be 'transformers', 'dinov2' or 'dinov3', got {format!r}")
     out = Path(out)

@@ -242,6 +242,10 @@ def load_encoder(
     else:
         path = Path(text).expanduser()
         if path.is_dir():
+            if (path / "int8.json").is_file():  # a static int8 folder (raddino export --format int8)
+                from raddino.models.int8 import load_int8_encoder
+
+                return load_int8_encoder(path, device=device, dtype=dtype)
             if (path / "config.json").is_file():
                 encoder = _load_transformers(str(path), local=True, dtype=dtype)
             elif (path / DINOV2_FILE_NAME).is_file():
