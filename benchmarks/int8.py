@@ -1,6 +1,6 @@
 """Int8 CPU inference of a pre-trained encoder against float32 (issue 19's gate), into BENCHMARKS.md.
 
-Static per-channel int8 (``quantize_int8`` below: torch.ao eager mode, x86 backend) is
+Static per-channel int8 (``raddino.models.int8.quantize_int8``: torch.ao eager mode, x86 backend) is
 calibrated on ``--calibration`` training images of a phantom manifest; PyTorch's dynamic per-tensor int8
 (``quantize_dynamic``) is measured beside it for reference. On the held-out (test) images: macro AUPRC of a
 logistic-regression probe on the findings (fitted on each encoder's own training-split CLS features),
@@ -8,13 +8,10 @@ the overlap of each test image's 10 nearest training images by cosine, mean-cent
 and the speed ratio (alternating runs on the same batch after a warm-up). Speed is also measured on a
 ViT-B/14 at 224 px (random weights: speed does not depend on them; no quality number is taken there).
 
-Why torch.ao: it is PyTorch's own static post-training quantisation with per-channel weight scales and
-calibrated activation scales, so it needs nothing beyond torch (ONNX Runtime's ``quantize_static`` would do
-the same through an ONNX export and a new dependency). torch 2.14 marks ``torch.ao.quantization`` deprecated
-in favour of torchao. x86's default qconfig keeps 7 of the 8 activation bits (``reduce_range``, against
-overflow on CPUs without VNNI); that variant fails the gate on the demo's encoders, the full-range one passes
-(see the section). The quantiser and the gate's measures live here until ``raddino export`` has an int8
-format that runs this gate before it writes anything.
+x86's default qconfig keeps 7 of the 8 activation bits (``reduce_range``); that variant fails the gate
+on the demo's encoders, the full-range one passes (see the section), and is what
+``raddino export --format int8`` writes. The quantiser is :mod:`raddino.models.int8`, the gate's measures
+and bounds :mod:`raddino.evaluate.int8_gate` (the command runs that gate before it writes anything).
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python benchmarks/int8.py \\
         --model /tmp/demo_seeds3/models/pretrained --manifest /tmp/demo_seeds3/phantoms/manifest.csv
@@ -23,12 +20,10 @@ format that runs this gate before it writes anything.
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import sys
 import time
-import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,125 +33,19 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.report import write_section
 from raddino.data.preprocess import InferencePreprocessor, PreprocessConfig
+from raddino.evaluate.int8_gate import (
+    MAX_AUPRC_DROP,
+    MIN_KNN_OVERLAP,
+    centred_cosine,
+    knn_overlap,
+    probe_macro_auprc,
+)
 from raddino.io.images import read_image
 from raddino.models.encoder import Encoder
+from raddino.models.int8 import quantize_int8
 from raddino.models.loading import load_encoder
 
 FINDINGS = ("cardiomegaly", "pleural_effusion", "lung_opacity", "nodule", "pneumothorax", "fibrosis")
-
-MAX_AUPRC_DROP = 0.01
-"""Issue 19's gate: the probe's macro AUPRC within 0.01 of float32's."""
-MIN_KNN_OVERLAP = 0.9
-"""Issue 19's gate: the held-out images' 10 nearest neighbours at least 90% the same."""
-
-
-def quantize_int8(
-    encoder: nn.Module, calibration: Iterable[torch.Tensor], full_range: bool = False
-) -> nn.Module:
-    """A static int8 copy of ``encoder`` for CPU inference, calibrated on ``calibration`` batches.
-
-    Args:
-        encoder: A float32 encoder (left unchanged).
-        calibration: Preprocessed image batches (B, 3, H, W) of the user's data; a few hundred images.
-        full_range: All 8 bits for activations (x86's default ``reduce_range`` keeps 7, against overflow
-            on CPUs without VNNI).
-
-    Returns:
-        The quantised copy, in eval mode; it runs on the CPU only.
-    """
-    from torch.ao.quantization import (
-        HistogramObserver,
-        QConfig,
-        QuantWrapper,
-        convert,
-        default_per_channel_weight_observer,
-        get_default_qconfig,
-        prepare,
-    )
-
-    torch.backends.quantized.engine = "x86"
-    model = copy.deepcopy(encoder).cpu().float().eval()
-    qconfig = get_default_qconfig("x86")  # per-channel symmetric int8 weights, histogram activations
-    if full_range:
-        activation = HistogramObserver.with_args(reduce_range=False)
-        qconfig = QConfig(activation=activation, weight=default_per_channel_weight_observer)
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear):
-                wrapped = QuantWrapper(child)
-                wrapped.qconfig = qconfig  # type: ignore[assignment]
-                setattr(module, name, wrapped)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao's eager mode announces its successor (torchao)
-        prepare(model, inplace=True)
-        seen = 0
-        with torch.inference_mode():
-            for pixels in calibration:  # (B, 3, H, W)
-                model(pixels.float())
-                seen += pixels.shape[0]
-        if seen == 0:
-            raise ValueError("int8 calibration needs at least one image")
-        convert(model, inplace=True)
-    return model
-
-
-def centred_cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """Mean cosine between rows of two (N, D) feature sets after removing each set's mean row.
-
-    Centring matters: a shared offset (every CLS token alike) makes raw cosines near 1 whatever the
-    image-to-image differences do.
-    """
-    a = reference - reference.mean(axis=0, keepdims=True)
-    b = candidate - candidate.mean(axis=0, keepdims=True)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return float(np.mean(np.sum(a * b, axis=1) / np.maximum(norms, 1e-12)))
-
-
-def _neighbours(queries: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
-    q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-    g = gallery / np.maximum(np.linalg.norm(gallery, axis=1, keepdims=True), 1e-12)
-    similarity = q @ g.T  # (Nq, Ng)
-    return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
-
-
-def knn_overlap(
-    reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray], k: int = 10
-) -> float:
-    """Mean share of each query's ``k`` cosine nearest gallery items that both feature sets agree on.
-
-    Args:
-        reference: Float32 (queries (Nq, D), gallery (Ng, D)).
-        candidate: The same images through the quantised encoder.
-        k: Neighbours per query.
-    """
-    ours, theirs = _neighbours(*reference, k), _neighbours(*candidate, k)
-    shared = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(ours, theirs, strict=True)]
-    return float(np.mean(shared) / k)
-
-
-def probe_macro_auprc(
-    train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray
-) -> float:
-    """Macro AUPRC over label columns of an L2-regularised logistic regression (scikit-learn, L-BFGS).
-
-    Columns without both classes in the training or test labels are skipped.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import average_precision_score
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(train)
-    train_x, test_x = scaler.transform(train), scaler.transform(test)
-    scores = []
-    for column in range(train_labels.shape[1]):
-        y_train, y_test = train_labels[:, column], test_labels[:, column]
-        if len(set(y_train.tolist())) < 2 or len(set(y_test.tolist())) < 2:
-            continue
-        head = LogisticRegression(max_iter=2000).fit(train_x, y_train)
-        scores.append(average_precision_score(y_test, head.predict_proba(test_x)[:, 1]))
-    if not scores:
-        raise ValueError("no label column has both classes in the training and test images")
-    return float(np.mean(scores))
 
 
 def seconds_per_batch(models: Sequence[nn.Module], pixels: torch.Tensor, repeats: int) -> list[float]:
@@ -206,8 +95,8 @@ def quality_rows(model_folder: Path, manifest: Path, calibration: int) -> list[d
     calibration_batches = [train[i : i + 32] for i in range(0, min(calibration, len(train)), 32)]
     variants = {
         "float32": encoder,
-        "int8 static, per-channel": quantize_int8(encoder, calibration_batches),
-        "int8 static, per-channel, 8-bit activations": quantize_int8(encoder, calibration_batches, True),
+        "int8 static, per-channel": quantize_int8(encoder, calibration_batches, full_range=False),
+        "int8 static, per-channel, 8-bit activations": quantize_int8(encoder, calibration_batches),
         "int8 dynamic, per-tensor": _dynamic(encoder),
     }
     reference = (_cls(encoder, test), _cls(encoder, train))
@@ -255,7 +144,7 @@ def vitb_speed(batch: int = 8) -> float:
     """Float32 over static int8 seconds per batch for a ViT-B/14 at 224 px (random weights)."""
     encoder = Encoder.from_preset("vitb14", image_size=224).eval()
     pixels = torch.randn(batch, 3, 224, 224)
-    int8 = quantize_int8(encoder, [pixels])
+    int8 = quantize_int8(encoder, [pixels], full_range=False)  # x86's default 7 bits, as recorded
     fp32_seconds, int8_seconds = seconds_per_batch([encoder, int8], pixels, repeats=5)
     return fp32_seconds / int8_seconds
 
