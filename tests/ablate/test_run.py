@@ -141,3 +141,20 @@ def test_a_queue_of_two_processes_runs_the_points(phantoms: Path, tmp_path: Path
     with open(out / "points.csv", newline="") as handle:
         assert [row["objective"] for row in csv.DictReader(handle)] == ["full", "no-koleo"]
     assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_a_sweep_with_segmentation_reports_dice_per_point(tmp_path: Path) -> None:
+    from raddino.data.phantoms import generate_phantoms
+
+    phantoms = generate_phantoms(tmp_path / "ph", n=40, size=64, seed=1, workers=1, progress=False)
+    out = tmp_path / "seg"
+    run_ablation(_settings(phantoms, out, "resolution", ["42", "56"], "segment=[heart]"))
+    for name in ("resolution-42_seed0", "resolution-56_seed0"):
+        record = json.loads((out / "points" / name / "point.json").read_text())
+        summary = json.loads(Path(record["results"]["segment"]).read_text())["summary"]
+        assert 0.0 <= summary["dice/linear"]["mean"] <= 1.0
+    with open(out / "ablation.csv", newline="") as handle:
+        dice = [row for row in csv.DictReader(handle) if row["metric"] == "dice/linear"]
+    assert [row["resolution"] for row in dice] == ["42", "56"]
+    assert all(0.0 <= float(row["mean"]) <= 1.0 for row in dice)
