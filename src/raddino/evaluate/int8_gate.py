@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from raddino.features.quick_probe import quick_probe_macro_auprc
+
 MAX_AUPRC_DROP = 0.01
 """The probe's macro AUPRC within 0.01 of float32's."""
 MIN_KNN_OVERLAP = 0.9
@@ -59,31 +61,15 @@ def knn_overlap(
 def probe_macro_auprc(
     train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray
 ) -> float:
-    """Macro AUPRC over label columns of an L2-regularised logistic regression (scikit-learn, L-BFGS).
-
-    Labels are 0/1 with NaN for missing (rows missing a column's label are left out of that column).
-    Columns without both classes among the training or test images are skipped.
+    """The quick linear probe's macro AUPRC (:func:`raddino.features.quick_probe.quick_probe_macro_auprc`).
 
     Raises:
         ValueError: no column has both classes in both splits.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import average_precision_score
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(train)
-    train_x, test_x = scaler.transform(train), scaler.transform(test)
-    scores = []
-    for column in range(train_labels.shape[1]):
-        fit_rows, score_rows = np.isfinite(train_labels[:, column]), np.isfinite(test_labels[:, column])
-        y_train, y_test = train_labels[fit_rows, column], test_labels[score_rows, column]
-        if len(np.unique(y_train)) < 2 or len(np.unique(y_test)) < 2:
-            continue
-        head = LogisticRegression(max_iter=2000).fit(train_x[fit_rows], y_train)
-        scores.append(average_precision_score(y_test, head.predict_proba(test_x[score_rows])[:, 1]))
-    if not scores:
+    auprc = quick_probe_macro_auprc(train, train_labels, test, test_labels)
+    if np.isnan(auprc):
         raise ValueError("no label column has both classes in the training and held-out images")
-    return float(np.mean(scores))
+    return auprc
 
 
 @dataclass

@@ -7,9 +7,10 @@ The task: the rows of ``validation.labels_path`` (default: ``train.dataset_path`
 cells left out). Its subjects are divided by their draw (:func:`raddino.data.splits.subject_draw` with
 ``validation.seed``): ``validation.fit_fraction`` of them fit one logistic regression per label on the
 teacher's standardised CLS tokens, the rest score it; the score is the macro AUPRC over the labels with
-both classes on both sides. The probe is scikit-learn's logistic regression, not ``raddino probe``'s
-heads: pre-training sits beside the evaluations in the package's layers and does not import them, and a
-quick score per checkpoint is what the protocol asks for.
+both classes on both sides. The probe is :func:`raddino.features.quick_probe.quick_probe_macro_auprc`
+(scikit-learn's logistic regression, as the int8 export's gate scores), not ``raddino probe``'s heads:
+pre-training sits beside the evaluations in the package's layers and does not import them, and a quick
+score per checkpoint is what the protocol asks for.
 
 ``RUN/validation.jsonl`` holds one record per score (``step``, ``val/probe_auprc``, ``best_step``); a
 resumed run reads it back, so the best so far and the patience count carry over. With
@@ -86,27 +87,6 @@ def patience_spent(history: list[dict[str, Any]], patience: int | None) -> bool:
     return sum(record["step"] > best["step"] for record in history) >= patience
 
 
-def _macro_auprc(features: Any, labels: Any, fit: Any, seed: int) -> float:
-    """Macro AUPRC of per-label logistic regressions fitted on the ``fit`` rows, scored on the others."""
-    import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import average_precision_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    scores = []
-    for column in range(labels.shape[1]):
-        known = ~np.isnan(labels[:, column])
-        train, test = known & fit, known & ~fit
-        if len(set(labels[train, column])) < 2 or len(set(labels[test, column])) < 2:
-            continue  # one class on a side: no AUPRC for this label
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
-        model.fit(features[train], labels[train, column])
-        predicted = model.predict_proba(features[test])[:, 1]
-        scores.append(float(average_precision_score(labels[test, column], predicted)))
-    return float(np.mean(scores)) if scores else float("nan")
-
-
 class ValidationProbe:
     """The engine callback that scores checkpoints and keeps the best teacher (main process only).
 
@@ -171,6 +151,7 @@ class ValidationProbe:
         import numpy as np
 
         from raddino.features.embed import EmbedConfig, embed
+        from raddino.features.quick_probe import quick_probe_macro_auprc
         from raddino.features.store import read_embeddings
 
         if self._task is None:
@@ -193,7 +174,8 @@ class ValidationProbe:
         where = {image: row for row, image in enumerate(found)}
         kept = np.array([image in where for image in ids])  # an unreadable image is left out
         order = np.array([where[image] for image in ids if image in where], dtype=np.int64)
-        return _macro_auprc(vectors[order], labels[kept], fit[kept], self.settings.seed)
+        features, labels, fit = vectors[order], labels[kept], fit[kept]
+        return quick_probe_macro_auprc(features[fit], labels[fit], features[~fit], labels[~fit])
 
     def __call__(self, done: int, record: Mapping[str, float] | None = None) -> None:
         if not validation_due(self.config, done) or self.stopped:
