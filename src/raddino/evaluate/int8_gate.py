@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from raddino.evaluate.neighbours import exact_nearest
 from raddino.features.quick_probe import quick_probe_macro_auprc
 
 MAX_AUPRC_DROP = 0.01
@@ -35,13 +36,6 @@ def centred_cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float(np.mean(np.sum(a * b, axis=1) / np.maximum(norms, 1e-12)))
 
 
-def _neighbours(queries: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
-    q = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-    g = gallery / np.maximum(np.linalg.norm(gallery, axis=1, keepdims=True), 1e-12)
-    similarity = q @ g.T  # (Nq, Ng)
-    return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
-
-
 def knn_overlap(
     reference: tuple[np.ndarray, np.ndarray], candidate: tuple[np.ndarray, np.ndarray], k: int = KNN_K
 ) -> float:
@@ -53,7 +47,7 @@ def knn_overlap(
         k: Neighbours per query (at most the gallery's size).
     """
     k = min(k, len(reference[1]))
-    ours, theirs = _neighbours(*reference, k), _neighbours(*candidate, k)
+    ours, theirs = exact_nearest(*reference, k)[1].numpy(), exact_nearest(*candidate, k)[1].numpy()
     shared = [len(set(a.tolist()) & set(b.tolist())) for a, b in zip(ours, theirs, strict=True)]
     return float(np.mean(shared) / k)
 
