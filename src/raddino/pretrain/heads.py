@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from raddino.models import DINOHead, Encoder, load_dino_head
-from raddino.pretrain.config import PretrainConfig
+from raddino.pretrain.config import DinoConfig, IbotConfig, PretrainConfig
 
 
 def _make_head(
@@ -37,6 +37,11 @@ def _make_head(
     return head
 
 
+def _sizes(head: DinoConfig | IbotConfig) -> tuple[int, int, int, int]:
+    """A ``dino:`` or ``ibot:`` block's head sizes: prototypes, hidden, bottleneck, layers."""
+    return head.head_n_prototypes, head.head_hidden_dim, head.head_bottleneck_dim, head.head_nlayers
+
+
 def build_heads(config: PretrainConfig, encoder: Encoder) -> tuple[DINOHead, DINOHead | None]:
     """The DINO head and, with ``ibot.separate_head`` (and iBOT on), the iBOT head.
 
@@ -50,25 +55,13 @@ def build_heads(config: PretrainConfig, encoder: Encoder) -> tuple[DINOHead, DIN
         weight_norm = encoder.family.name != "dinov3"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.train.seed)
-        dino_sizes = (
-            dino.head_n_prototypes,
-            dino.head_hidden_dim,
-            dino.head_bottleneck_dim,
-            dino.head_nlayers,
-        )
         dino_head = _make_head(
-            encoder, config.student.dino_head_weights, "dino_head.", dino_sizes, weight_norm
+            encoder, config.student.dino_head_weights, "dino_head.", _sizes(dino), weight_norm
         )
         ibot_head = None
         if ibot.loss_weight > 0 and ibot.separate_head:
-            ibot_sizes = (
-                ibot.head_n_prototypes,
-                ibot.head_hidden_dim,
-                ibot.head_bottleneck_dim,
-                ibot.head_nlayers,
-            )
             ibot_head = _make_head(
-                encoder, config.student.ibot_head_weights, "ibot_head.", ibot_sizes, weight_norm
+                encoder, config.student.ibot_head_weights, "ibot_head.", _sizes(ibot), weight_norm
             )
     return dino_head, ibot_head
 
