@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from raddino.pretrain.config import PretrainConfig, load_pretrain_config
 
 TEST_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "test.yaml"
@@ -57,3 +59,24 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+class Interrupt(Exception):
+    """Raised by :func:`stop_after`'s callback: a run killed after a given iteration."""
+
+
+def stop_after(iteration: int):  # type: ignore[no-untyped-def]
+    """A step callback that interrupts the run once ``iteration`` iterations are done."""
+
+    def on_step(done: int, values: dict[str, float]) -> None:
+        if done == iteration:
+            raise Interrupt
+
+    return on_step
+
+
+def assert_same_states(left: dict, right: dict) -> None:
+    """Two state dicts hold the same keys and bitwise-equal tensors."""
+    assert left.keys() == right.keys()
+    for key in left:
+        assert torch.equal(left[key], right[key]), key

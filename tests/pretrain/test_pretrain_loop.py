@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from pretrain_helpers import make_config, make_phantoms
+from pretrain_helpers import Interrupt, assert_same_states, make_config, make_phantoms, stop_after
 
 from raddino.data.preprocess import PreprocessConfig
 from raddino.io.manifest import read_manifest, write_manifest
@@ -34,37 +34,19 @@ def full_run(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-class _Interrupt(Exception):
-    pass
-
-
-def _stop_after(iteration: int):  # type: ignore[no-untyped-def]
-    def on_step(done: int, values: dict[str, float]) -> None:
-        if done == iteration:
-            raise _Interrupt
-
-    return on_step
-
-
-def _assert_same_states(left: dict, right: dict) -> None:
-    assert left.keys() == right.keys()
-    for key in left:
-        assert torch.equal(left[key], right[key]), key
-
-
 def test_resume_is_exact(full_run: Path, manifest: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     config = make_config(manifest, "train.checkpoint_period=2")
-    with pytest.raises(_Interrupt):  # killed one step after the checkpoint at iteration 4
-        pretrain(config, run, progress=False, on_step=_stop_after(5))
+    with pytest.raises(Interrupt):  # killed one step after the checkpoint at iteration 4
+        pretrain(config, run, progress=False, on_step=stop_after(5))
     assert latest_checkpoint(run).name == "step_0000004.pt"  # type: ignore[union-attr]
     result = pretrain(config, run, progress=False)
     assert result.iterations == 8
     resumed, uninterrupted = (read_checkpoint(latest_checkpoint(r)) for r in (run, full_run))  # type: ignore[arg-type]
     for part in ("student", "teacher", "objective"):
-        _assert_same_states(resumed[part], uninterrupted[part])
+        assert_same_states(resumed[part], uninterrupted[part])
     for index, state in uninterrupted["optimizer"]["state"].items():
-        _assert_same_states(resumed["optimizer"]["state"][index], state)
+        assert_same_states(resumed["optimizer"]["state"][index], state)
     # The metrics log reads as one run: iterations 1..8 once each, the same losses.
     logged = read_metrics(run)
     assert [record["iteration"] for record in logged] == list(range(1, 9))
@@ -95,8 +77,8 @@ def test_last_layer_frozen_in_first_epoch(manifest: Path, tmp_path: Path) -> Non
     config = make_config(manifest, "train.checkpoint_period=2", "optim.epochs=2")
     initial = SSLMetaArch(config).student.state_dict()
     run = tmp_path / "run"
-    with pytest.raises(_Interrupt):
-        pretrain(config, run, progress=False, on_step=_stop_after(2))
+    with pytest.raises(Interrupt):
+        pretrain(config, run, progress=False, on_step=stop_after(2))
     after_epoch = read_checkpoint(latest_checkpoint(run))["student"]  # type: ignore[arg-type]
     for name in ("dino_head.last_layer.weight_v", "dino_head.last_layer.weight_g"):
         assert torch.equal(after_epoch[name], initial[name]), name
@@ -219,13 +201,13 @@ def test_a_run_whose_dino_head_is_never_stepped_resumes_exactly(manifest: Path, 
     options = ("dino.loss_weight=0", "dino.koleo_loss_weight=0", "ibot.separate_head=true", "optim.epochs=2")
     config = make_config(manifest, *options, "train.checkpoint_period=2")
     pretrain(config, tmp_path / "whole", progress=False)
-    with pytest.raises(_Interrupt):
-        pretrain(config, tmp_path / "resumed", progress=False, on_step=_stop_after(3))
+    with pytest.raises(Interrupt):
+        pretrain(config, tmp_path / "resumed", progress=False, on_step=stop_after(3))
     pretrain(config, tmp_path / "resumed", progress=False)
     whole, resumed = (read_checkpoint(latest_checkpoint(tmp_path / r)) for r in ("whole", "resumed"))  # type: ignore[arg-type]
     for part in ("student", "teacher"):
-        _assert_same_states(resumed[part], whole[part])
+        assert_same_states(resumed[part], whole[part])
     assert not any(name.startswith("dino_head.") for name in whole["optimizer"]["state"])
     assert resumed["optimizer"]["state"].keys() == whole["optimizer"]["state"].keys()
     for name, state in whole["optimizer"]["state"].items():
-        _assert_same_states(resumed["optimizer"]["state"][name], state)
+        assert_same_states(resumed["optimizer"]["state"][name], state)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from pretrain_helpers import TEST_CONFIG, make_phantoms
+from pretrain_helpers import TEST_CONFIG, Interrupt, assert_same_states, make_phantoms, stop_after
 
 from raddino.config import ConfigError
 from raddino.data.prepare import prepare_images
@@ -51,24 +51,6 @@ def full_run(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     return run
 
 
-class _Interrupt(Exception):
-    pass
-
-
-def _stop_after(iteration: int):  # type: ignore[no-untyped-def]
-    def on_step(done: int, values: dict[str, float]) -> None:
-        if done == iteration:
-            raise _Interrupt
-
-    return on_step
-
-
-def _assert_same_states(left: dict, right: dict) -> None:
-    assert left.keys() == right.keys()
-    for key in left:
-        assert torch.equal(left[key], right[key]), key
-
-
 def test_shard_batches_equal_the_folder_batches(data: dict[str, Path]) -> None:
     config = _config(data, "folder")
     augmentation = build_augmentation(config)
@@ -89,8 +71,8 @@ def test_resume_from_shards_is_exact_and_saves_shard_and_offset(
 ) -> None:
     run = tmp_path / "run"
     config = _config(data, "shards")
-    with pytest.raises(_Interrupt):  # killed one step after the checkpoint at iteration 4
-        pretrain(config, run, progress=False, on_step=_stop_after(5))
+    with pytest.raises(Interrupt):  # killed one step after the checkpoint at iteration 4
+        pretrain(config, run, progress=False, on_step=stop_after(5))
     checkpoint = read_checkpoint(latest_checkpoint(run))  # type: ignore[arg-type]
     sampler = checkpoint["sampler"]
     assert (sampler["next_iteration"], sampler["position"], sampler["order"]) == (4, 16, "global")
@@ -99,7 +81,7 @@ def test_resume_from_shards_is_exact_and_saves_shard_and_offset(
     pretrain(config, run, progress=False)
     resumed, whole = (read_checkpoint(latest_checkpoint(r)) for r in (run, full_run))  # type: ignore[arg-type]
     for part in ("student", "teacher", "objective"):
-        _assert_same_states(resumed[part], whole[part])
+        assert_same_states(resumed[part], whole[part])
     assert read_metrics(run) == read_metrics(full_run)  # every logged value, bit for bit
 
 
@@ -132,8 +114,8 @@ def test_resume_on_changed_shards_is_one_line(data: dict[str, Path], tmp_path: P
     shards = tmp_path / "shards"
     shutil.copytree(data["shards"], shards)
     config = load_pretrain_config(TEST_CONFIG, [f"train.shards={shards}", "train.checkpoint_period=2"])
-    with pytest.raises(_Interrupt):
-        pretrain(config, run, progress=False, on_step=_stop_after(3))
+    with pytest.raises(Interrupt):
+        pretrain(config, run, progress=False, on_step=stop_after(3))
     (shards / "shard-000000.tar").unlink()  # the same folder, one shard fewer
     (shards / "shardindex.json").unlink()
     with pytest.raises(ValueError, match=r"^the shards changed since the checkpoint: stream position 8 was"):
